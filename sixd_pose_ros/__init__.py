@@ -1,0 +1,1 @@
+"""sixd_pose_ros."""
