@@ -6,6 +6,7 @@ the size with a warning that names the flag to set.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -47,8 +48,11 @@ def load_mesh(path: str | os.PathLike, unit: str | None = None) -> trimesh.Trime
         MeshError: missing, empty, unreadable, face-less, huge or absurdly sized meshes.
     """
     path = Path(path)
+    if isinstance(unit, str):
+        unit = unit.strip().lower()
     if unit is not None and unit not in UNIT_TO_METERS:
-        raise MeshError(f"unknown mesh unit {unit!r}: use one of {sorted(UNIT_TO_METERS)}")
+        raise MeshError(f"unknown mesh unit {unit!r}: use one of {sorted(UNIT_TO_METERS)} "
+                        f"(e.g. --unit mm)")
     if not path.exists():
         raise MeshError(f"mesh file {path} does not exist: check the path (relative paths are "
                         f"resolved from {Path.cwd()})")
@@ -63,21 +67,26 @@ def load_mesh(path: str | os.PathLike, unit: str | None = None) -> trimesh.Trime
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise MeshError(f"mesh format {path.suffix!r} of {path} is not supported: convert it to "
                         f"one of {', '.join(SUPPORTED_SUFFIXES)}")
-    try:
-        loaded = trimesh.load(path, process=False)
-    except Exception as exc:  # trimesh raises many types for corrupt files
-        raise MeshError(f"cannot read mesh {path}: {type(exc).__name__}: {exc}. The file is "
-                        f"corrupt or not a {path.suffix} file: re-export it") from exc
+    loaded = _read(path)
     mesh = _as_single_mesh(loaded, path)
-    if len(mesh.faces) == 0 or len(mesh.vertices) < 3:
-        raise MeshError(f"mesh {path} has no triangles (a point cloud?): give a triangle mesh")
-    if len(mesh.faces) > MAX_FACES:
-        raise MeshError(f"mesh {path} has {len(mesh.faces)} faces (limit {MAX_FACES}): decimate it")
-    if not np.isfinite(mesh.vertices).all():
+    faces = np.asarray(mesh.faces)
+    vertices = np.asarray(mesh.vertices)
+    if len(faces) == 0 or len(vertices) < 3:
+        raise MeshError(f"mesh {path} has no triangles (a point cloud?): give a triangle mesh "
+                        f"(export it with faces, or reconstruct a surface first, e.g. MeshLab's "
+                        f"Screened Poisson)")
+    if len(faces) > MAX_FACES:
+        raise MeshError(f"mesh {path} has {len(faces)} faces (limit {MAX_FACES}): decimate it "
+                        f"(e.g. Blender's Decimate or MeshLab's Quadric Edge Collapse)")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError(f"mesh {path} has faces that index vertices outside 0..{len(vertices) - 1}: "
+                        f"the file is corrupt, re-export it from your CAD tool")
+    if not np.isfinite(vertices).all():
         raise MeshError(f"mesh {path} has NaN or infinite vertex coordinates: repair it in your CAD tool")
-    extent = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
-    if extent <= 0:
-        raise MeshError(f"mesh {path} is degenerate (all vertices at one point)")
+    extent = float(np.linalg.norm(vertices.max(axis=0) - vertices.min(axis=0)))
+    if extent <= 0 or not float(mesh.area) > 0:
+        raise MeshError(f"mesh {path} is degenerate (all vertices at one point, or every triangle "
+                        f"has zero area): re-export the real geometry from your CAD tool")
     if unit is None:
         unit = infer_unit(extent)
         LOG.warning("mesh %s has no unit given; guessed %r from its size (%.4g file units across). "
@@ -91,12 +100,81 @@ def load_mesh(path: str | os.PathLike, unit: str | None = None) -> trimesh.Trime
     return mesh
 
 
+# Formats that trimesh reads as text; a CAD tool writing Latin-1 / CP1252 comments or names
+# (e.g. "# Créé par ...") makes trimesh fall back to the optional charset_normalizer module.
+_TEXT_SUFFIXES = (".obj", ".off", ".stl")
+
+
+def _read(path: Path) -> object:
+    """trimesh.load, retried once on text that is not UTF-8, any failure as a MeshError."""
+    try:
+        return trimesh.load(path, process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        first = exc
+    if isinstance(first, (ImportError, UnicodeError)):
+        retry = _utf8_copy(path)
+        if retry is not None:
+            try:
+                return trimesh.load(io.BytesIO(retry), file_type=path.suffix.lower()[1:],
+                                    resolver=_Utf8Resolver(path), process=False)
+            except Exception as exc:
+                first = exc
+    raise MeshError(f"cannot read mesh {path} ({type(first).__name__}: {first}): the file is "
+                    f"corrupt, truncated or not really a {path.suffix} file: re-export it from "
+                    f"your CAD tool") from first
+
+
+def _to_utf8(data: bytes) -> bytes:
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        return data.decode("latin-1").encode("utf-8")
+
+
+def _utf8_copy(path: Path) -> bytes | None:
+    """The file's bytes with non-UTF-8 text made UTF-8, or None when that cannot help."""
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if suffix in _TEXT_SUFFIXES:
+        fixed = _to_utf8(data)
+    elif suffix == ".ply":  # only the header is text; keep the (maybe binary) body byte for byte
+        end = data.find(b"end_header")
+        if end < 0:
+            return None
+        header = bytes(b if b < 0x80 else 0x3F for b in data[:end])  # same length, '?' for non-ASCII
+        fixed = header + data[end:]
+    else:
+        return None
+    return None if fixed == data else fixed
+
+
+class _Utf8Resolver(trimesh.resolvers.FilePathResolver):
+    """Resolves an obj's mtl next to the mesh, made UTF-8 like the obj itself."""
+
+    def get(self, name: str) -> bytes:
+        data = super().get(name)
+        return _to_utf8(data) if str(name).lower().endswith(".mtl") else data
+
+
 def _as_single_mesh(loaded: object, path: Path) -> trimesh.Trimesh:
     if isinstance(loaded, trimesh.Trimesh):
         return loaded
     if isinstance(loaded, trimesh.Scene):
+        if not loaded.geometry:
+            raise MeshError(f"mesh file {path} holds no geometry at all: it is empty, truncated, "
+                            f"corrupt or not really a {path.suffix} file: re-export it from your "
+                            f"CAD tool")
         geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
         if not geoms:
-            raise MeshError(f"mesh file {path} contains no triangle geometry")
-        return geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
-    raise MeshError(f"mesh file {path} holds a {type(loaded).__name__}, not a triangle mesh")
+            raise MeshError(f"mesh file {path} contains no triangle geometry (empty, or only "
+                            f"points/lines): export the object as a triangle mesh")
+        if len(geoms) == 1:
+            return geoms[0]
+        try:
+            return trimesh.util.concatenate(geoms)
+        except Exception as exc:
+            raise MeshError(f"cannot merge the {len(geoms)} parts of mesh {path} ({exc}): join "
+                            f"them into one object in your CAD tool and re-export") from exc
+    raise MeshError(f"mesh file {path} holds a {type(loaded).__name__}, not a triangle mesh: "
+                    f"export the object as a triangle mesh (with faces)")
