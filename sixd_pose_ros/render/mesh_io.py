@@ -23,7 +23,9 @@ SUPPORTED_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb", ".gltf")
 MAX_FACES = 5_000_000
 MAX_FILE_BYTES = 2 * 1024**3
 # Objects a robot arm grasps: from a few millimetres to about two meters across.
-MIN_DIAMETER_M, MAX_DIAMETER_M = 0.002, 2.0
+# Checked on the bounding-box diagonal, which is cheap and at most sqrt(3) times the diameter:
+# a 2 m object has a diagonal of at most 3.5 m.
+MIN_DIAMETER_M, MAX_DIAMETER_M = 0.002, 3.5
 
 
 class MeshError(SixdPoseError):
@@ -94,8 +96,8 @@ def load_mesh(path: str | os.PathLike, unit: str | None = None) -> trimesh.Trime
     mesh.apply_scale(UNIT_TO_METERS[unit])
     diameter = extent * UNIT_TO_METERS[unit]
     if not MIN_DIAMETER_M <= diameter <= MAX_DIAMETER_M:
-        raise MeshError(f"mesh {path} is {diameter:.4g} m across in unit {unit!r}, outside the "
-                        f"{MIN_DIAMETER_M}..{MAX_DIAMETER_M} m of graspable objects: the unit is "
+        raise MeshError(f"mesh {path} is {diameter:.4g} m across (bounding-box diagonal) in unit "
+                        f"{unit!r}, outside the {MIN_DIAMETER_M}..{MAX_DIAMETER_M} m of graspable objects: the unit is "
                         f"probably wrong (try --unit mm or --unit m)")
     return mesh
 

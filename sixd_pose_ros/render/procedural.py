@@ -204,7 +204,7 @@ class _Body:
 
     def transformed(self, rotation: np.ndarray | None = None, translation: Sequence[float] | None = None,
                     part: int | None = None) -> "_Body":
-        v = self.vertices if rotation is None else self.vertices @ np.asarray(rotation).T
+        v = self.vertices if rotation is None else _rotate(self.vertices, rotation)
         if translation is not None:
             v = v + np.asarray(translation, dtype=np.float64)
         p = self.part if part is None else np.full(len(v), part, np.int32)
@@ -384,6 +384,12 @@ def rotation_about(axis: Sequence[float], angle: float) -> np.ndarray:
     k = k / np.linalg.norm(k)
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * kx @ kx
+
+
+def _rotate(points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """``points @ rotation.T`` without BLAS: a 3-wide product gains nothing from it, and a
+    multi-threaded BLAS spins on busy 2-core machines (measured 3x slower per object)."""
+    return np.einsum("nc,rc->nr", points, np.asarray(rotation, np.float64))
 
 
 def _rz(a: float) -> np.ndarray:
@@ -729,7 +735,7 @@ def _support_radius(v: np.ndarray, z: float, direction: np.ndarray) -> float:
     """Extent of a z-symmetric body along a horizontal direction near height z (its surface)."""
     band = np.abs(v[:, 2] - z)
     near = v[band <= np.quantile(band, 0.05) + 1e-9]
-    return float(np.max(near[:, :2] @ direction))
+    return float(np.max(near[:, 0] * direction[0] + near[:, 1] * direction[1]))
 
 
 def _with_feature(rng: np.random.Generator, recipe: _Recipe) -> _Recipe:
@@ -779,7 +785,7 @@ def _with_feature(rng: np.random.Generator, recipe: _Recipe) -> _Recipe:
             lv = (lv - lv.mean(0)) / np.abs(lv - lv.mean(0)).max(0) * dims / 2
             rot = _rz(phi)
             center = np.array([(r + 0.3 * dims[0]) * direction[0], (r + 0.3 * dims[0]) * direction[1], zc])
-            feat = _Body(lv @ rot.T + center, local.faces, local.part)
+            feat = _Body(_rotate(lv, rot) + center, local.faces, local.part)
         return _concat([body.transformed(part=0), feat.transformed(part=1)])
 
     return _Recipe(recipe.family, "near", build, body_symmetry=recipe.symmetry,
@@ -828,7 +834,7 @@ def _bend(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
 
     def f(v: np.ndarray) -> np.ndarray:
         rot = _rz(phi)
-        w = v @ rot  # into the bend frame (bend toward +x)
+        w = _rotate(v, rot.T)  # into the bend frame (bend toward +x)
         z0, z1 = w[:, 2].min(), w[:, 2].max()
         zs = 0.5 * (z0 + z1) + start * (z1 - z0)
         xmax = np.abs(w[:, 0]).max()
@@ -839,7 +845,7 @@ def _bend(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
         w = w.copy()
         w[above, 0] = R - d * np.cos(th)
         w[above, 2] = zs + d * np.sin(th)
-        return w @ rot.T
+        return _rotate(w, rot)
     return f
 
 
@@ -948,7 +954,7 @@ class _SymmetryProbe:
         far = tested = 0
         R = np.asarray(rotation)
         for i in range(0, len(self.query), chunk):
-            q = (self.query[i:i + chunk] - self.center) @ R.T + self.center
+            q = _rotate(self.query[i:i + chunk] - self.center, R) + self.center
             d, j = self.tree.query(q, k=4, distance_upper_bound=self.reach)
             ok = np.isfinite(d)
             jj = np.where(ok, j, 0)
@@ -989,7 +995,7 @@ def _candidate_rotations(probe: _SymmetryProbe) -> list[np.ndarray]:
     the principal axes of the surface (every symmetry axis of a body is a principal axis of its
     inertia), and 2-fold about the diagonals of the coordinate planes (the flips of a square)."""
     p = probe.ref - probe.center
-    _, vecs = np.linalg.eigh(p.T @ p)
+    _, vecs = np.linalg.eigh(np.einsum("ni,nj->ij", p, p))
     axes = [np.eye(3)[i] for i in range(3)] + [vecs[:, i] for i in range(3)]
     rots = [rotation_about(a, ang) for a in axes for ang in _SYM_ANGLES]
     diagonals = [(1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1)]
@@ -1190,7 +1196,7 @@ def _uv(v: np.ndarray, mapping: str, rng: np.random.Generator) -> np.ndarray:
         b = np.cross(a, rng.normal(size=3))
         b /= np.linalg.norm(b)
         e1, e2 = np.cross(a, b), b
-        u, w = p @ e1, p @ e2
+        u, w = np.einsum("nc,c->n", p, e1), np.einsum("nc,c->n", p, e2)
         span = max(np.ptp(u), np.ptp(w), 1e-12)
         u = (u - u.min()) / span
         w = (w - w.min()) / span
@@ -1233,7 +1239,7 @@ def _apply_appearance(v: np.ndarray, f: np.ndarray, part: np.ndarray, symmetry: 
     else:  # smooth 3D noise
         scale = max(np.ptp(v, axis=0).max(), 1e-12)
         freq = rng.normal(size=(4, 3)) * rng.uniform(1.0, 4.0) * 2 * np.pi / scale
-        t = np.sin(v @ freq.T + rng.uniform(0, 2 * np.pi, 4)).sum(1)
+        t = np.sin(np.einsum("nc,kc->nk", v, freq) + rng.uniform(0, 2 * np.pi, 4)).sum(1)
         t = (t - t.min()) / max(np.ptp(t), 1e-12)
         pal = _palette(rng, 2)
         rgb = pal[0] * (1 - t[:, None]) + pal[1] * t[:, None]
@@ -1274,14 +1280,14 @@ def _diameter(v: np.ndarray) -> float:
     hull = np.asarray(v, np.float64)
     if len(hull) <= 600:
         return float(pdist(hull).max())
-    proj = _DIRECTIONS @ hull.T
+    proj = np.einsum("kc,nc->kn", _DIRECTIONS, hull)
     width = proj.max(1) - proj.min(1)
     best, pair = 0.0, (hull[0], hull[0])
     for k in np.argsort(-width)[:4]:
         p, q = hull[int(np.argmax(proj[k]))], hull[int(np.argmin(proj[k]))]
         dist = float(np.linalg.norm(p - q))
         for _ in range(30):  # ascent: the extreme vertices along the pair's own direction
-            t = hull @ ((p - q) / max(dist, 1e-300))
+            t = np.einsum("nc,c->n", hull, (p - q) / max(dist, 1e-300))
             p2, q2 = hull[int(np.argmax(t))], hull[int(np.argmin(t))]
             d2 = float(np.linalg.norm(p2 - q2))
             if d2 <= dist:

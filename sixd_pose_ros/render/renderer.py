@@ -95,6 +95,15 @@ def _as_batch(R: np.ndarray, t: np.ndarray, n_meshes: int) -> tuple[np.ndarray, 
     return R, t
 
 
+def pack_faces(meshes: Sequence[RenderMesh]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One face list for N meshes whose vertices are stacked in order; returns it with the
+    (N+1,) vertex and face offsets that map stacked indices back to (mesh, local index)."""
+    vert_offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])
+    face_offsets = np.cumsum([0] + [len(m.faces) for m in meshes])
+    faces = np.concatenate([m.faces + off for m, off in zip(meshes, vert_offsets[:-1])])
+    return faces, vert_offsets, face_offsets
+
+
 def render(meshes: Sequence[RenderMesh], R: np.ndarray, t: np.ndarray, K: np.ndarray,
            width: int, height: int, *, lighting: Lighting | Sequence[Lighting] | None = None,
            backend: str = "numba") -> RenderOutput:
@@ -115,9 +124,7 @@ def render(meshes: Sequence[RenderMesh], R: np.ndarray, t: np.ndarray, K: np.nda
         raise ValueError(f"unknown render backend {backend!r}: use 'numba' or 'pyrender'")
     R, t = _as_batch(R, t, len(meshes))
     batch = R.shape[0]
-    vert_offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])
-    face_offsets = np.cumsum([0] + [len(m.faces) for m in meshes])
-    faces = np.concatenate([m.faces + off for m, off in zip(meshes, vert_offsets[:-1])])
+    faces, vert_offsets, face_offsets = pack_faces(meshes)
     verts = np.concatenate(
         [np.einsum("bij,vj->bvi", R[:, i], m.vertices) + t[:, i, None] for i, m in enumerate(meshes)],
         axis=1)

@@ -23,7 +23,7 @@ import trimesh
 from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.geometry.rotations import look_at_rotation, random_rotations
 from sixd_pose_ros.render.rasterizer import rasterize
-from sixd_pose_ros.render.renderer import Lighting, RenderMesh, render
+from sixd_pose_ros.render.renderer import Lighting, RenderMesh, pack_faces, render
 
 # Off-screen place for objects that must not appear in an image (behind the camera: the
 # rasterizer drops triangles behind its near plane, so this costs almost nothing).
@@ -250,9 +250,7 @@ def _render_frame(meshes, arr, T_cw, K, width, height, n_targets, rng) -> dict:
     scene_mask = out.mask[0]
     # Full silhouettes: target i alone in image i. Only the z-buffer is needed, no shading;
     # the other objects are moved behind the camera, where the rasterizer skips them.
-    vert_offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])
-    face_offsets = np.cumsum([0] + [len(m.faces) for m in meshes])
-    faces = np.concatenate([m.faces + off for m, off in zip(meshes, vert_offsets[:-1])])
+    faces, vert_offsets, face_offsets = pack_faces(meshes)
     verts = np.zeros((n_targets, vert_offsets[-1], 3))
     for i, m in enumerate(meshes):
         verts[:, vert_offsets[i]:vert_offsets[i + 1]] = _HIDDEN_T
