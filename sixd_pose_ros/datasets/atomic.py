@@ -37,6 +37,11 @@ __all__ = [
 def _prepare_parent(final: Path) -> Path:
     """Create ``final``'s parent if needed and make sure we can create entries in it."""
     parent = final.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(
+            f"{parent} is not a folder, so {final.name} cannot be written in it; "
+            "choose an output path inside a writable folder"
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -45,11 +50,6 @@ def _prepare_parent(final: Path) -> Path:
             f"cannot create the output folder {parent} ({reason}); "
             "choose an output path inside a writable folder"
         ) from exc
-    if not parent.is_dir():
-        raise OutputError(
-            f"{parent} is not a folder, so {final.name} cannot be written in it; "
-            "choose an output path inside a writable folder"
-        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(
             f"the folder {parent} is not writable; choose an output path inside a writable "

@@ -176,7 +176,8 @@ def _lighting(rng: np.random.Generator) -> Lighting:
 
 def sensor_depth(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Structured-light/stereo-like depth: z^2 noise, 1 mm steps, holes at edges and in blobs."""
-    out = depth.astype(np.float32).copy()
+    depth = np.asarray(depth, dtype=np.float32)
+    out = depth.copy()
     valid = out > 0
     sigma = 0.0012 + 0.0019 * (np.clip(out, 0.4, None) - 0.4) ** 2
     out[valid] += rng.normal(0, 1, valid.sum()).astype(np.float32) * sigma[valid]
@@ -261,19 +262,27 @@ def _render_frame(meshes, arr, T_cw, K, width, height, n_targets, rng) -> dict:
     for i in range(n_targets):
         full = (face_id[i] >= face_offsets[i]) & (face_id[i] < face_offsets[i + 1])
         full_masks.append(full)
-        # A target whose projected silhouette leaves the image counts as occluded by the frame
-        # border: compare with the area it would have on an unbounded image.
-        visible = (scene_mask == i + 1).sum()
-        visib.append(visible / max(full.sum(), 1) * _inside_fraction(R[i], t[i], meshes[i], K, width, height))
+        # Occlusion by the image border counts too: the visible fraction is taken of the
+        # silhouette on an unbounded image (as bop_toolkit does), measured on a larger canvas
+        # for the targets that touch the border.
+        area = _unbounded_area(meshes[i], R[i], t[i], K, full) if _touches_border(full) else full.sum()
+        visib.append((scene_mask == i + 1).sum() / max(area, 1))
     return {"render": out, "poses": (R, t), "visib": visib, "full_masks": full_masks}
 
 
-def _inside_fraction(R, t, mesh: RenderMesh, K, width, height) -> float:
-    """Fraction of the object's projected vertices that fall inside the image."""
-    p = mesh.vertices @ R.T + t
-    uv = p[:, :2] / p[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height) & (p[:, 2] > 0)
-    return float(inside.mean())
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def _unbounded_area(mesh: RenderMesh, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+                    mask: np.ndarray) -> int:
+    """Silhouette area in pixels on a canvas extended by the image size on every side."""
+    height, width = mask.shape
+    K_ext = K.copy()
+    K_ext[0, 2] += width
+    K_ext[1, 2] += height
+    _, face_id, _ = rasterize((mesh.vertices @ R.T + t)[None], mesh.faces, K_ext, 3 * width, 3 * height)
+    return int((face_id[0] >= 0).sum())
 
 
 def _finish_frame(shot, objects, arr, T_cw, K, cfg, rng, stamp_ns, frame_id) -> SceneFrame:
