@@ -70,6 +70,15 @@ def _rasterize_batch(verts: np.ndarray, faces: np.ndarray, K: np.ndarray, near: 
                      depth: np.ndarray, face_id: np.ndarray, bary: np.ndarray) -> None:
     for b in prange(verts.shape[0]):
         _rasterize_one(verts[b], faces, K[b], near, depth[b], face_id[b], bary[b])
+        # Background: depth 0 (no measurement, like a depth sensor) and zero barycentrics.
+        height, width = face_id.shape[1], face_id.shape[2]
+        for y in range(height):
+            for x in range(width):
+                if face_id[b, y, x] < 0:
+                    depth[b, y, x] = 0.0
+                    bary[b, y, x, 0] = 0.0
+                    bary[b, y, x, 1] = 0.0
+                    bary[b, y, x, 2] = 0.0
 
 
 def rasterize(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int,
@@ -94,12 +103,11 @@ def rasterize(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: in
     K = np.asarray(K, dtype=np.float64)
     K = np.ascontiguousarray(np.broadcast_to(K, (batch, 3, 3)))
     faces = np.ascontiguousarray(faces, dtype=np.int32)
-    depth = np.full((batch, height, width), np.inf, dtype=np.float64)
+    depth = np.full((batch, height, width), np.inf, dtype=np.float32)
     face_id = np.full((batch, height, width), -1, dtype=np.int32)
-    bary = np.zeros((batch, height, width, 3), dtype=np.float32)
+    bary = np.empty((batch, height, width, 3), dtype=np.float32)
     _rasterize_batch(verts_cam, faces, K, float(near), depth, face_id, bary)
-    depth[face_id < 0] = 0.0
-    return depth.astype(np.float32), face_id, bary
+    return depth, face_id, bary
 
 
 @njit(parallel=True, cache=True, nogil=True)
