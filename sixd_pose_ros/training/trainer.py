@@ -1,0 +1,164 @@
+"""What every training run shares: config files, seeding, (distributed) devices, the loop's
+bookkeeping, atomic weight files and the model card written next to them.
+
+One command trains on 2 CPU cores or on GPUs: `torchrun --nproc_per_node=N` sets the usual
+environment (RANK, WORLD_SIZE, LOCAL_RANK) and the same code wraps the model in
+DistributedDataParallel; samples are rendered on the fly from per-rank seeds, so no sampler is
+needed and ranks never see the same sample.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from sixd_pose_ros.datasets.atomic import atomic_write_bytes, atomic_write_text
+from sixd_pose_ros.errors import SixdPoseError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; loaded from config/train_<model>_<profile>.yaml."""
+
+    model: str = "detector"  # detector | refiner
+    model_preset: str = "cpu"  # the model's size preset (cpu | gpu)
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    train_objects: int = 300  # training-split objects sampled from
+    n_refs: int = 32  # references per object
+    eval_objects: int = 10  # held-out objects for the evaluation at the end
+    eval_samples: int = 100
+    log_every: int = 50
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    extra: dict = field(default_factory=dict)  # model-specific settings
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise SixdPoseError(f"training config {path} not found: use one of the files in "
+                                f"config/ (e.g. config/train_detector_cpu.yaml)")
+        data = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise SixdPoseError(f"unknown keys {sorted(unknown)} in {path}: valid keys are {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """Single process by default; DDP when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return DistInfo(rank=dist.get_rank(), world_size=world, device=device)
+
+
+def wrap_model(model: torch.nn.Module, dist_info: DistInfo) -> torch.nn.Module:
+    if dist_info.world_size <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def save_weights(path: Path, model: torch.nn.Module, model_config: Any, extra: dict | None = None) -> int:
+    """state_dict + the model's config in one .pt file, written atomically; returns bytes."""
+    buf = io.BytesIO()
+    config = dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else model_config
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "config": config, "extra": extra or {}, "format": 1}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return len(buf.getvalue())
+
+
+def load_weights(path: str | Path) -> dict:
+    """The dict save_weights wrote; a clear error when the file is missing or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise SixdPoseError(f"weights file {path} not found: train it with `sixd-pose train ...` "
+                            f"or reinstall the package (weights ship in sixd_pose_ros/weights)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SixdPoseError(f"cannot read weights {path} ({exc}): the file is corrupt; retrain or "
+                            f"reinstall the package") from exc
+    if not isinstance(data, dict) or data.get("format") != 1 or "state_dict" not in data:
+        raise SixdPoseError(f"{path} is not a sixd_pose_ros weights file (format 1)")
+    return data
+
+
+def write_model_card(path: Path, *, name: str, cfg: TrainConfig, model_config: Any, n_params: int,
+                     weight_bytes: int, seconds: float, steps_done: int, losses: list[float],
+                     metrics: dict, dist_info: DistInfo, command: str) -> None:
+    """Markdown + JSON next to the weights: data, steps, seed, time, hardware, metrics."""
+    hardware = {"device": str(dist_info.device), "world_size": dist_info.world_size,
+                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                "platform": platform.platform(), "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    card = {"name": name, "train_config": dataclasses.asdict(cfg),
+            "model_config": dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config)
+            else model_config,
+            "parameters": n_params, "weights_bytes": weight_bytes, "train_seconds": round(seconds, 1),
+            "steps": steps_done, "final_loss": float(np.mean(losses[-50:])) if losses else None,
+            "loss_curve": [float(x) for x in losses[:: max(1, len(losses) // 100)]],
+            "metrics": metrics, "hardware": hardware, "command": command,
+            "data": f"procedural training objects ('train', 0..{cfg.train_objects - 1}) rendered on the "
+                    f"fly; evaluation on held-out objects ('heldout', 0..{cfg.eval_objects - 1}), "
+                    f"never seen in training",
+            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(card, indent=1))
+    lines = [f"# Model card: {name}", "",
+             f"- Trained by: `{command}`",
+             f"- Data: {card['data']}",
+             f"- Steps: {steps_done} x batch {cfg.batch_size} (seed {cfg.seed}), {seconds / 60:.1f} min on "
+             f"{hardware['device']} ({hardware['cpu_count']} CPUs, {hardware['torch_threads']} torch threads"
+             f"{', ' + hardware['gpu'] if hardware['gpu'] else ''}, world size {dist_info.world_size})",
+             f"- Parameters: {n_params:,}; weights file: {weight_bytes / 1e6:.2f} MB",
+             f"- Final training loss (mean of last 50 steps): {card['final_loss']}",
+             "", "## Held-out metrics", ""]
+    lines += [f"- {k}: {v}" for k, v in metrics.items()]
+    atomic_write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
