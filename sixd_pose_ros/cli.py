@@ -44,6 +44,41 @@ def _cmd_bench_render(args: argparse.Namespace) -> None:
     run(Path(args.out) if args.out else None, backend=args.backend, min_seconds=args.seconds)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    import json
+
+    from sixd_pose_ros.training.trainer import WEIGHTS_DIR, TrainConfig
+
+    config = Path(args.config) if args.config else _default_train_config(args.model)
+    cfg = TrainConfig.from_yaml(config, steps=args.steps, seed=args.seed)
+    if cfg.model != args.model:
+        raise SixdPoseError(f"{config} configures a {cfg.model}, not a {args.model}: pass a "
+                            f"config/train_{args.model}_*.yaml file")
+    out = Path(args.out) if args.out else WEIGHTS_DIR
+    if args.model == "detector":
+        from sixd_pose_ros.training.train_detector import train_detector as train
+    else:
+        from sixd_pose_ros.training.train_refiner import train_refiner as train
+    result = train(cfg, out, progress=not args.no_progress)
+    print(json.dumps(result, indent=1))
+
+
+def _default_train_config(model: str) -> Path:
+    """config/train_<model>_cpu.yaml from the source tree or the installed share/ folder."""
+    name = f"train_{model}_cpu.yaml"
+    candidates = [Path(__file__).resolve().parents[1] / "config" / name]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("sixd_pose_ros")) / "config" / name)
+    except Exception:  # not installed through colcon: the source tree is the place
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SixdPoseError(f"no {name} found (looked in {', '.join(map(str, candidates))}): pass --config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sixd-pose", description="6D object pose for robot grasping")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -66,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_output", help="output folder (replaced)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train the detector or the refiner from scratch (seeded)")
+    p.add_argument("model", choices=["detector", "refiner"])
+    p.add_argument("--config", help="training YAML (default config/train_<model>_cpu.yaml; "
+                                    "config/train_<model>_gpu.yaml for a GPU, with torchrun for several)")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--steps", type=int, help="override the config's step count")
+    p.add_argument("--out", help="folder for <model>.pt and its model card (default: the package's weights/)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench-render", help="renderer and synthesizer throughput (prints, writes JSON)")
     p.add_argument("--out", help="JSON file to write")

@@ -69,7 +69,7 @@ def evaluate_detector(model: Detector, n_objects: int, n_samples: int, n_refs: i
 
 def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
     dist = setup_distributed()
-    seed_everything(cfg.seed + dist.rank)
+    seed_everything(cfg.seed + dist.rank, cfg.deterministic)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model_cfg = DetectorConfig.preset(cfg.model_preset)
