@@ -275,14 +275,18 @@ def _touches_border(mask: np.ndarray) -> bool:
 
 
 def _unbounded_area(mesh: RenderMesh, R: np.ndarray, t: np.ndarray, K: np.ndarray,
-                    mask: np.ndarray) -> int:
-    """Silhouette area in pixels on a canvas extended by the image size on every side."""
+                    mask: np.ndarray, subsample: int = 4) -> float:
+    """Silhouette area in pixels on a canvas extended by the image size on every side,
+    rasterized at 1/subsample resolution (the area only feeds a visibility threshold)."""
     height, width = mask.shape
     K_ext = K.copy()
     K_ext[0, 2] += width
     K_ext[1, 2] += height
-    _, face_id, _ = rasterize((mesh.vertices @ R.T + t)[None], mesh.faces, K_ext, 3 * width, 3 * height)
-    return int((face_id[0] >= 0).sum())
+    K_ext[:2] = (K_ext[:2] + 0.5 * np.array([[0, 0, 1], [0, 0, 1]])) / subsample
+    K_ext[:2, 2] -= 0.5
+    _, face_id, _ = rasterize((mesh.vertices @ R.T + t)[None], mesh.faces, K_ext,
+                              3 * width // subsample, 3 * height // subsample)
+    return float((face_id[0] >= 0).sum()) * subsample * subsample
 
 
 def _finish_frame(shot, objects, arr, T_cw, K, cfg, rng, stamp_ns, frame_id) -> SceneFrame:
