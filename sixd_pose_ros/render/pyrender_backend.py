@@ -5,6 +5,7 @@ for GPU machines, where OpenGL renders large images faster than the CPU rasteriz
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -15,6 +16,8 @@ from sixd_pose_ros.errors import SixdPoseError
 
 def _select_platform() -> None:
     """EGL when an NVIDIA device node exists, else OSMesa; must run before OpenGL is imported."""
+    # PyOpenGL logs a harmless "Platform import failed (likely during shutdown)" at exit.
+    logging.getLogger("OpenGL.platform.baseplatform").setLevel(logging.WARNING)
     if "PYOPENGL_PLATFORM" not in os.environ:
         os.environ["PYOPENGL_PLATFORM"] = "egl" if os.path.exists("/dev/nvidia0") else "osmesa"
 
