@@ -17,7 +17,6 @@ from sixd_pose_ros.models.detector import (
     DetectorConfig,
     DetectorExport,
     DetectorOutput,
-    RefFeatures,
     decode,
     decode_topk,
     detector_loss,

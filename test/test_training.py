@@ -9,9 +9,10 @@ import torch
 
 from sixd_pose_ros.cli import main
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.models.checkpoint import load_detector, load_refiner, load_weights
 from sixd_pose_ros.models.refiner import VolumeRefiner
 from sixd_pose_ros.training.train_refiner import refiner_config
-from sixd_pose_ros.training.trainer import TrainConfig, load_weights
+from sixd_pose_ros.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +64,9 @@ def test_refiner_training_is_reproducible_and_writes_a_model_card(tmp_path, caps
     assert {"add_0.1d_input", "add_0.1d_iter3"} <= set(card["metrics"])
     assert "Held-out metrics" in (tmp_path / "a" / "refiner_card.md").read_text()
     # The weights load into the model the card describes.
-    model = VolumeRefiner(refiner_config(TrainConfig(model="refiner", model_preset="cpu")))
-    model.load_state_dict(a["state_dict"])
+    model = load_refiner(tmp_path / "a" / "refiner.pt")
+    assert isinstance(model, VolumeRefiner) and not model.training
+    assert model.config == refiner_config(TrainConfig(model="refiner", model_preset="cpu"))
     assert not list(tmp_path.glob("a/.*")), "temporary files left behind"
 
 
@@ -76,7 +78,7 @@ def test_detector_training_runs_and_evaluates(tmp_path):
     assert card["steps"] == 1
     for key in ("median_center_error_px", "median_scale_error", "recall_iou_0.5"):
         assert key in card["metrics"]
-    assert load_weights(tmp_path / "detector.pt")["config"]["stride"] == 16
+    assert load_detector(tmp_path / "detector.pt").cfg.stride == 16
 
 
 def test_missing_weights_name_the_fix(tmp_path):

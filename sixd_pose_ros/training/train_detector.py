@@ -100,7 +100,7 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
                                                 out.stride, model_cfg.ref_size, device=dist.device)
             loss = detector_loss(out, targets)["loss"] / groups
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()

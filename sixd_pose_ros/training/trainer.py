@@ -9,7 +9,6 @@ needed and ranks never see the same sample.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 import yaml
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes, atomic_write_text
+from sixd_pose_ros.datasets.atomic import atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_weights, save_weights  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -109,32 +107,6 @@ def wrap_model(model: torch.nn.Module, dist_info: DistInfo) -> torch.nn.Module:
 
     ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
-
-
-def save_weights(path: Path, model: torch.nn.Module, model_config: Any, extra: dict | None = None) -> int:
-    """state_dict + the model's config in one .pt file, written atomically; returns bytes."""
-    buf = io.BytesIO()
-    config = dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else model_config
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "config": config, "extra": extra or {}, "format": 1}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return len(buf.getvalue())
-
-
-def load_weights(path: str | Path) -> dict:
-    """The dict save_weights wrote; a clear error when the file is missing or not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise SixdPoseError(f"weights file {path} not found: train it with `sixd-pose train ...` "
-                            f"or reinstall the package (weights ship in sixd_pose_ros/weights)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SixdPoseError(f"cannot read weights {path} ({exc}): the file is corrupt; retrain or "
-                            f"reinstall the package") from exc
-    if not isinstance(data, dict) or data.get("format") != 1 or "state_dict" not in data:
-        raise SixdPoseError(f"{path} is not a sixd_pose_ros weights file (format 1)")
-    return data
 
 
 def write_model_card(path: Path, *, name: str, cfg: TrainConfig, model_config: Any, n_params: int,
