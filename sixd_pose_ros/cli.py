@@ -79,6 +79,22 @@ def _default_train_config(model: str) -> Path:
     raise SixdPoseError(f"no {name} found (looked in {', '.join(map(str, candidates))}): pass --config")
 
 
+def _cmd_eval_stages(args: argparse.Namespace) -> None:
+    from sixd_pose_ros.evaluation.stages import eval_stages
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+
+    eval_stages(Path(args.weights) if args.weights else WEIGHTS_DIR, args.objects, args.samples, args.seed,
+                Path(args.out) if args.out else None, progress=not args.no_progress)
+
+
+def _cmd_bench_stages(args: argparse.Namespace) -> None:
+    from sixd_pose_ros.evaluation.stages import bench_stages
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+
+    bench_stages(Path(args.weights) if args.weights else WEIGHTS_DIR, args.repeats, args.threads,
+                 Path(args.out) if args.out else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sixd-pose", description="6D object pose for robot grasping")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -111,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for <model>.pt and its model card (default: the package's weights/)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval-stages", help="held-out accuracy of the detector and refiner (table + JSON)")
+    p.add_argument("--weights", help="folder with detector.pt and refiner.pt (default: shipped weights)")
+    p.add_argument("--objects", type=int, default=10, help="held-out objects")
+    p.add_argument("--samples", type=int, default=100, help="samples per stage")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON file to write")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval_stages)
+
+    p = sub.add_parser("bench-stages", help="CPU latency of detector and refiner at 640x480 (JSON)")
+    p.add_argument("--weights", help="folder with detector.pt and refiner.pt (default: shipped weights)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", help="JSON file to write")
+    p.set_defaults(func=_cmd_bench_stages)
 
     p = sub.add_parser("bench-render", help="renderer and synthesizer throughput (prints, writes JSON)")
     p.add_argument("--out", help="JSON file to write")

@@ -95,3 +95,22 @@ def test_train_config_mismatch_is_an_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "detector", "--config", str(config), "--out", str(tmp_path)])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_stage_evaluation_and_benchmark_write_json(tmp_path, capsys):
+    from sixd_pose_ros.evaluation.stages import bench_stages, eval_stages
+    from sixd_pose_ros.models.checkpoint import save_weights
+    from sixd_pose_ros.models.detector import Detector, DetectorConfig
+
+    torch.manual_seed(0)
+    save_weights(tmp_path / "detector.pt", Detector(DetectorConfig()), DetectorConfig())
+    rcfg = refiner_config(TrainConfig(model="refiner", model_preset="cpu"))
+    save_weights(tmp_path / "refiner.pt", VolumeRefiner(rcfg), rcfg)
+    report = eval_stages(tmp_path, n_objects=1, n_samples=2, out=tmp_path / "eval.json", progress=False)
+    assert json.loads((tmp_path / "eval.json").read_text())["refiner"]["samples"] == 2
+    assert 0.0 <= report["detector"]["recall_iou_0.5"] <= 1.0
+    assert "| refiner | ADD-0.1d iter3 |" in capsys.readouterr().out
+    bench = bench_stages(tmp_path, repeats=1, out=tmp_path / "bench.json")
+    for key in ("detector_ms", "refiner_iteration_ms", "refiner_3_iterations_ms"):
+        assert bench[key]["median"] > 0
