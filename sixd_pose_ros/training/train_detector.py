@@ -7,7 +7,6 @@ on log2 scale and sub-cell offset). Evaluation at the end runs on held-out objec
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tqdm import tqdm
 from sixd_pose_ros.models.detector import Detector, DetectorConfig, decode, detector_loss, targets_from_ground_truth
 from sixd_pose_ros.training.pose_samples import DetectorSample, detector_sample, pose_object
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, save_weights, seed_everything, setup_distributed, wrap_model, write_model_card,
+    TrainConfig, finish_training, make_optimizer, seed_everything, setup_distributed, wrap_model,
 )
 
 
@@ -75,8 +74,7 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
     model_cfg = DetectorConfig.preset(cfg.model_preset)
     model = Detector(model_cfg).to(dist.device)
     net = wrap_model(model, dist)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    opt, sched = make_optimizer(model, cfg)
     rng = np.random.default_rng((cfg.seed, dist.rank))
     groups = int(cfg.extra.get("objects_per_step", 2))
     refs_per_step = int(cfg.extra.get("refs_per_step", 16))
@@ -108,16 +106,6 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
     seconds = time.perf_counter() - started
-    result = {"train_seconds": seconds, "final_loss": float(np.mean(losses[-50:]))}
-    if dist.is_main:
-        metrics = evaluate_detector(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,
-                                    dist.device, progress=progress)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        weights = out_dir / "detector.pt"
-        nbytes = save_weights(weights, model, model_cfg, {"train_config": cfg.__dict__})
-        write_model_card(weights.with_name("detector_card"), name="detector", cfg=cfg, model_config=model_cfg,
-                         n_params=sum(p.numel() for p in model.parameters()), weight_bytes=nbytes,
-                         seconds=seconds, steps_done=cfg.steps, losses=losses, metrics=metrics,
-                         dist_info=dist, command=" ".join(["sixd-pose"] + sys.argv[1:]))
-        result |= {"metrics": metrics, "weights": str(weights), "weights_bytes": nbytes}
-    return result
+    return finish_training("detector", model, model_cfg, cfg, dist, out_dir, seconds, losses,
+                           lambda: evaluate_detector(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,
+                                                  dist.device, progress=progress))

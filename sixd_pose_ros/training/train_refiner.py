@@ -9,7 +9,6 @@ held-out objects and reports ADD-0.1d before and after 1, 2 and 3 iterations.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -39,12 +38,7 @@ from sixd_pose_ros.training.pose_samples import (
 from sixd_pose_ros.training.scenes import jitter_color, random_texture
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig,
-    save_weights,
-    seed_everything,
-    setup_distributed,
-    wrap_model,
-    write_model_card,
+    TrainConfig, finish_training, make_optimizer, seed_everything, setup_distributed, wrap_model,
 )
 
 
@@ -140,8 +134,7 @@ def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dic
     model_cfg = refiner_config(cfg)
     model = VolumeRefiner(model_cfg).to(dist.device)
     net = wrap_model(model, dist)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    opt, sched = make_optimizer(model, cfg)
     rng = np.random.default_rng((cfg.seed, dist.rank))
     losses: list[float] = []
     started = time.perf_counter()
@@ -164,16 +157,6 @@ def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dic
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
     seconds = time.perf_counter() - started
-    result = {"train_seconds": seconds, "final_loss": float(np.mean(losses[-50:]))}
-    if dist.is_main:
-        metrics = evaluate_refiner(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,
-                                   dist.device, progress=progress)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        weights = out_dir / "refiner.pt"
-        nbytes = save_weights(weights, model, model_cfg, {"train_config": cfg.__dict__})
-        write_model_card(weights.with_name("refiner_card"), name="refiner", cfg=cfg, model_config=model_cfg,
-                         n_params=sum(p.numel() for p in model.parameters()), weight_bytes=nbytes,
-                         seconds=seconds, steps_done=cfg.steps, losses=losses, metrics=metrics,
-                         dist_info=dist, command=" ".join(["sixd-pose"] + sys.argv[1:]))
-        result |= {"metrics": metrics, "weights": str(weights), "weights_bytes": nbytes}
-    return result
+    return finish_training("refiner", model, model_cfg, cfg, dist, out_dir, seconds, losses,
+                           lambda: evaluate_refiner(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,
+                                                  dist.device, progress=progress))

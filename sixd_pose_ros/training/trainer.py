@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import random
 import time
 from dataclasses import dataclass, field
@@ -140,3 +141,28 @@ def write_model_card(path: Path, *, name: str, cfg: TrainConfig, model_config: A
              "", "## Held-out metrics", ""]
     lines += [f"- {k}: {v}" for k, v in metrics.items()]
     atomic_write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
+    """AdamW with a one-cycle schedule over cfg.steps (5 % warm-up): what both stages use."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    return opt, sched
+
+
+def finish_training(name: str, model: torch.nn.Module, model_config: Any, cfg: TrainConfig,
+                    dist_info: DistInfo, out_dir: Path, seconds: float, losses: list[float],
+                    evaluate) -> dict:
+    """On the main rank: held-out evaluation, weights (<name>.pt) and model card beside them."""
+    result = {"train_seconds": seconds, "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    if not dist_info.is_main:
+        return result
+    metrics = evaluate()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.pt"
+    nbytes = save_weights(weights, model, model_config, {"train_config": dataclasses.asdict(cfg)})
+    write_model_card(weights.with_name(f"{name}_card"), name=name, cfg=cfg, model_config=model_config,
+                     n_params=sum(p.numel() for p in model.parameters()), weight_bytes=nbytes,
+                     seconds=seconds, steps_done=cfg.steps, losses=losses, metrics=metrics,
+                     dist_info=dist_info, command=" ".join(["sixd-pose"] + sys.argv[1:]))
+    return result | {"metrics": metrics, "weights": str(weights), "weights_bytes": nbytes}
