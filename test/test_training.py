@@ -114,3 +114,23 @@ def test_stage_evaluation_and_benchmark_write_json(tmp_path, capsys):
     bench = bench_stages(tmp_path, repeats=1, out=tmp_path / "bench.json")
     for key in ("detector_ms", "refiner_iteration_ms", "refiner_3_iterations_ms"):
         assert bench[key]["median"] > 0
+
+
+@pytest.mark.slow
+def test_same_command_runs_distributed_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node=2 ... train refiner` (gloo on CPU) trains and writes one card."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun not installed")
+    config = _tiny_config(tmp_path, "refiner")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "sixd_pose_ros.cli", "train",
+                           "refiner", "--config", str(config), "--out", str(tmp_path / "ddp"), "--no-progress"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((tmp_path / "ddp" / "refiner_card.json").read_text())
+    assert card["hardware"]["world_size"] == 2
