@@ -57,8 +57,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else WEIGHTS_DIR
     if args.model == "detector":
         from sixd_pose_ros.training.train_detector import train_detector as train
-    else:
+    elif args.model == "refiner":
         from sixd_pose_ros.training.train_refiner import train_refiner as train
+    else:
+        from sixd_pose_ros.training.train_autoencoder import train_autoencoder as train
     result = train(cfg, out, progress=not args.no_progress)
     print(json.dumps(result, indent=1))
 
@@ -95,6 +97,54 @@ def _cmd_bench_stages(args: argparse.Namespace) -> None:
                  Path(args.out) if args.out else None)
 
 
+def _cmd_build_object(args: argparse.Namespace) -> None:
+    """Object folder for the known_model mode; the codebook needs the autoencoder weights."""
+    import json
+
+    import torch
+
+    from sixd_pose_ros.models import checkpoint
+    from sixd_pose_ros.objects.codebook import CODEBOOK_PRESETS, as_encoder
+    from sixd_pose_ros.objects.database import build_object_database, file_sha256
+
+    weights = Path(checkpoint.WEIGHTS_DIR) / "autoencoder.pt"
+    loader = getattr(checkpoint, "load_autoencoder", None)  # looked up late: may not exist yet
+    encoder = encoder_id = None
+    if loader is None or not weights.is_file():
+        why = "no autoencoder loader in this version" if loader is None else f"{weights} not found"
+        print(f"sixd-pose build-object: warning: {why}; building the reference views only. The "
+              f"known_model pose codebook needs the autoencoder weights: once they exist, rerun "
+              f"this command with --overwrite.", file=sys.stderr)
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = loader(weights)
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device).eval()
+        encoder, encoder_id = as_encoder(model), file_sha256(weights)
+        if device == "cpu" and not args.coarse:
+            n = CODEBOOK_PRESETS["full"]
+            print(f"sixd-pose build-object: note: no GPU; the full codebook ({10 * 4 ** n[0] + 2} "
+                  f"x {n[1]} crops) is slow on a CPU: --coarse builds a 4x smaller one",
+                  file=sys.stderr)
+    path = build_object_database(args.mesh, args.name, args.out, args.unit, encoder, encoder_id,
+                                 coarse=args.coarse, overwrite=args.overwrite,
+                                 progress=not args.no_progress)
+    info = json.loads((path / "object.json").read_text())
+    sec = info["build"]["seconds"]
+    cb = info["codebook"]
+    print(f"built object '{info['name']}' in {path}: {info['mesh']['vertices']} vertices, "
+          f"diameter {info['diameter']:.4f} m, {info['references']['n_views']} reference views")
+    print("  codebook: " + (f"{cb['preset']} {cb['entries'] // cb['n_inplane']} views x "
+                            f"{cb['n_inplane']} in-plane = {cb['entries']} rotations" if cb else
+                            "none (no autoencoder weights)"))
+    render_s = sec["render_references"] + sec.get("render_views", 0.0)
+    encode = (f"encode {sec['warp'] + sec['encode']:.1f} s (in-plane warps {sec['warp']:.1f} s), "
+              if cb else "")
+    print(f"  timings: render {render_s:.1f} s (references {sec['render_references']:.1f} s, "
+          f"codebook views {sec.get('render_views', 0.0):.1f} s), {encode}write "
+          f"{sec['write']:.1f} s, total {sec['total']:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sixd-pose", description="6D object pose for robot grasping")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train", help="train the detector or the refiner from scratch (seeded)")
-    p.add_argument("model", choices=["detector", "refiner"])
+    p = sub.add_parser("train", help="train the detector, refiner or autoencoder from scratch (seeded)")
+    p.add_argument("model", choices=["detector", "refiner", "autoencoder"])
     p.add_argument("--config", help="training YAML (default config/train_<model>_cpu.yaml; "
                                     "config/train_<model>_gpu.yaml for a GPU, with torchrun for several)")
     p.add_argument("--seed", type=int, help="override the config's seed")
@@ -149,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numba", choices=["numba", "pyrender"])
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
     p.set_defaults(func=_cmd_bench_render)
+    p = sub.add_parser("build-object", help="object folder of the known_model mode: mesh, "
+                                            "reference views, pose codebook")
+    p.add_argument("--mesh", required=True, help="mesh file (ply/obj/stl/off/glb)")
+    p.add_argument("--unit", help="the mesh file's unit: mm, cm, m, um or in (default: guessed "
+                                  "from the size, with a warning)")
+    p.add_argument("--name", required=True, help="object name (letters, digits, _): folder, "
+                                                 "topic namespace and TF frame")
+    p.add_argument("--out", default="objects", help="parent folder of the object folders")
+    p.add_argument("--coarse", action="store_true",
+                   help="642 x 36 codebook instead of 2562 x 36 (CPU-only machines)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing object folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_build_object)
     return parser
 
 

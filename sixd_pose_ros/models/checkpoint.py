@@ -63,3 +63,21 @@ def load_refiner(path: str | Path | None = None, device: str | torch.device = "c
     model = VolumeRefiner(RefinerConfig(**data["config"]))
     model.load_state_dict(data["state_dict"])
     return model.to(device).eval()
+
+
+def load_autoencoder(path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """The shape/pose autoencoder (weights/autoencoder.pt by default), in eval mode."""
+    from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
+
+    data = load_weights(Path(path) if path else WEIGHTS_DIR / "autoencoder.pt")
+    cfg = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
+    model = DisentangledAutoencoder(cfg)
+    model.load_state_dict(data["state_dict"])
+    return model.to(device).eval()
+
+
+def weights_identity(path: str | Path) -> str:
+    """sha256 of a weights file: what object databases record to detect stale codebooks."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -173,3 +173,76 @@ def refiner_sample(obj: PoseObject, rng: np.random.Generator, crop_size: int = 1
     crop = _composite(out, _background(rng, crop_size, crop_size), rng)
     ref_idx = obj.refs.nearest(R_in_c, k=n_near, t_query=t_in_c)
     return RefinerSample(crop, vc.K, R_in_c, t_in_c, R_gt_c, t_gt_c, np.asarray(ref_idx), obj.key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autoencoder (known-model mode): augmented crop -> canonical view of the same rotation
+# ----------------------------------------------------------------------------------------------
+CANONICAL_DISTANCE = 4.0  # normalized units, as the rendered references and the codebook
+
+
+@lru_cache(maxsize=4096)
+def render_object(split: str, index: int) -> tuple[RenderMesh, np.ndarray, float]:
+    """(mesh, centre, scale) of a procedural object, cached (no references needed here)."""
+    from sixd_pose_ros.geometry.normalization import normalization_from_points
+
+    obj = make_object(split, index)
+    norm = normalization_from_points(np.asarray(obj.mesh.vertices))
+    return RenderMesh.from_trimesh(obj.mesh), norm.center, float(norm.scale)
+
+
+def canonical_crop_K(size: int = 128, distance: float = CANONICAL_DISTANCE) -> np.ndarray:
+    """Crop intrinsics at which the unit sphere at `distance` fills the crop."""
+    f = 0.5 * size * np.sqrt(distance * distance - 1.0)
+    c = 0.5 * (size - 1)
+    return np.array([[f, 0, c], [0, f, c], [0, 0, 1.0]])
+
+
+@dataclass
+class AutoencoderSample:
+    crop: np.ndarray  # (S, S, 3) uint8, augmented
+    target_rgb: np.ndarray  # (S, S, 3) uint8, clean canonical view, black background
+    target_depth: np.ndarray  # (S, S) float32, (z - d) in object radii on the object, 1 elsewhere
+    mask: np.ndarray  # (S, S) bool, canonical silhouette
+    R: np.ndarray  # (3, 3) rotation shown, in the crop camera
+
+
+def autoencoder_samples(split: str, index: int, rotations: np.ndarray, rng: np.random.Generator,
+                        size: int = 128, occluders: list[RenderMesh] | None = None
+                        ) -> list[AutoencoderSample]:
+    """For each rotation: the canonical view (clean, centred, fixed scale) and an augmented
+    crop of the same rotation (crop offset and scale jitter as a detector box would have,
+    random light, clutter behind, an occluder in front, colour jitter and noise)."""
+    mesh, center, scale = render_object(split, index)
+    n = len(rotations)
+    K = canonical_crop_K(size)
+    t_n = np.array([0.0, 0.0, CANONICAL_DISTANCE])
+    t_m = np.stack([scale * t_n - R @ center for R in rotations])
+    clean = render([mesh], rotations, t_m, K, size, size, lighting=Lighting())  # as the codebook views
+    # Augmented: box jitter moves the principal point and the focal length a little.
+    K_aug = np.repeat(K[None], n, axis=0)
+    K_aug[:, :2, 2] += rng.uniform(-0.06, 0.06, (n, 2)) * size
+    K_aug[:, 0, 0] *= (zoom := rng.uniform(0.85, 1.15, n))
+    K_aug[:, 1, 1] *= zoom
+    lights = [random_lighting(rng) for _ in range(n)]
+    if occluders and rng.random() < 0.5:
+        occ = occluders[int(rng.integers(len(occluders)))]
+        R_o = random_rotations(n, rng)
+        # In front of the object, off to one side: hides part of it (up to about half).
+        side = rng.uniform(-1, 1, (n, 2))
+        side *= (rng.uniform(0.9, 1.6, n) / np.linalg.norm(side, axis=1))[:, None]
+        t_o = np.concatenate([side * scale, np.full((n, 1), (CANONICAL_DISTANCE - 1.5) * scale)], axis=1)
+        occ_scale = scale / (np.linalg.norm(occ.vertices, axis=1).max() + 1e-9) * rng.uniform(0.4, 0.8)
+        occ_mesh = RenderMesh(occ.vertices * occ_scale, occ.faces, occ.normals, occ.colors, occ.uv, occ.texture)
+        aug = render([mesh, occ_mesh], np.stack([rotations, R_o], 1), np.stack([t_m, t_o], 1), K_aug,
+                     size, size, lighting=lights)
+    else:
+        aug = render([mesh], rotations, t_m, K_aug, size, size, lighting=lights)
+    samples = []
+    for i in range(n):
+        fg = aug.mask[i] > 0
+        crop = np.where(fg[..., None], aug.rgb[i], _background(rng, size, size))
+        mask = clean.mask[i] > 0
+        depth = np.where(mask, clean.depth[i] / scale - CANONICAL_DISTANCE, 1.0).astype(np.float32)
+        samples.append(AutoencoderSample(jitter_color(crop, rng), clean.rgb[i], depth, mask, rotations[i]))
+    return samples
