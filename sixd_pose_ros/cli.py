@@ -115,9 +115,12 @@ def _cmd_build_object(args: argparse.Namespace) -> None:
         print(f"sixd-pose build-object: warning: {why}; building the reference views only. The "
               f"known_model pose codebook needs the autoencoder weights: once they exist, rerun "
               f"this command with --overwrite.", file=sys.stderr)
+    elif getattr(getattr(model := loader(weights), "cfg", None), "use_depth", False):
+        print(f"sixd-pose build-object: warning: {weights} is an RGB-D autoencoder (use_depth) "
+              f"but codebooks are encoded from RGB crops; building the reference views only. "
+              f"Ship RGB autoencoder weights, then rerun with --overwrite.", file=sys.stderr)
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = loader(weights)
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         encoder, encoder_id = as_encoder(model), file_sha256(weights)

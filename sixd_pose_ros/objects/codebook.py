@@ -9,9 +9,9 @@ largest cosine similarity with the query's ``z_p`` is the answer.
 **Grid.** ``viewpoint_rotation_grid(subdivisions, n_inplane)``: icosphere viewpoints ``v`` x
 in-plane angles ``a``, ``R = inplane_rotation(a) @ look_at_rotation(v)``, flat index
 ``view * n_inplane + k``. Presets (:data:`CODEBOOK_PRESETS`): ``full`` 2562 x 36 = 92232
-rotations (about 5 degrees apart; the paper's grid, for machines with a GPU) and ``coarse`` 642 x
-36 = 23112 (about 10 degrees between viewpoints, same in-plane step; the default on CPU-only
-machines, built in about a quarter of the time).
+rotations (neighbouring viewpoints 4.3 degrees apart, in-plane step 10 degrees; the paper's grid,
+for machines with a GPU) and ``coarse`` 642 x 36 = 23112 (viewpoints 8.6 degrees apart, same
+in-plane step; for CPU-only machines, built in about a quarter of the time).
 
 **Crops.** Every view is rendered in the object-centred crop camera of
 :mod:`sixd_pose_ros.objects.references`: the camera sits at
@@ -30,7 +30,8 @@ with another light the warped crop is lit like the un-rotated view.
 
 **Boxes.** For every entry the silhouette's axis-aligned bounding box *in the rotated crop* is
 stored: ``box_px`` (its larger side, crop pixels) and ``box_offset`` (its centre minus the crop
-centre, crop pixels). The crop centre is the projection of the object centre, so a detector
+centre, crop pixels), computed exactly by rotating the convex hull of the view's mask pixels
+(:func:`silhouette_boxes`). The crop centre is the projection of the object centre, so a detector
 that returns a tight silhouette box (instead of the sphere's centre and diameter, see
 :func:`~sixd_pose_ros.models.detector.initial_translation`) gives the translation of a hit ``i``:
 the crop's tangent scale is ``tan(alpha) = (S / 2) / f_crop`` with ``sin(alpha) = 1 / d``, so the
@@ -87,11 +88,13 @@ __all__ = [
     "Codebook",
     "as_encoder",
     "build_codebook",
+    "inplane_crops",
     "inplane_warp_matrix",
     "mesh_geometry_sha256",
     "pose_from_hit",
     "render_codebook_views",
     "rotate_crop",
+    "silhouette_boxes",
     "translation_from_box",
 ]
 
@@ -153,24 +156,56 @@ def rotate_crop(image: np.ndarray, angle: float, interpolation: int = cv2.INTER_
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _boxes_from_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(B, S, S)`` bool -> ``box_px (B,)`` larger side of the axis-aligned box (pixels, counting
-    whole pixels: ``last - first + 1``) and ``box_offset (B, 2)`` its centre minus the crop centre.
-    Empty masks give 0 and (0, 0)."""
-    s = masks.shape[1]
-    cols = masks.any(axis=1)  # (B, S) over x
-    rows = masks.any(axis=2)  # (B, S) over y
-    nonempty = cols.any(axis=1)
-    x0 = np.argmax(cols, axis=1)
-    x1 = s - 1 - np.argmax(cols[:, ::-1], axis=1)
-    y0 = np.argmax(rows, axis=1)
-    y1 = s - 1 - np.argmax(rows[:, ::-1], axis=1)
-    w = np.where(nonempty, x1 - x0 + 1, 0)
-    h = np.where(nonempty, y1 - y0 + 1, 0)
-    c = 0.5 * (s - 1)
-    off = np.stack([0.5 * (x0 + x1) - c, 0.5 * (y0 + y1) - c], axis=1)
-    off[~nonempty] = 0.0
-    return np.maximum(w, h).astype(np.float32), off.astype(np.float32)
+def _silhouette_corners(mask: np.ndarray) -> np.ndarray:
+    """``(P, 2)`` float64 ``(x, y)`` corners of the convex hull of a mask's pixel squares (pixel
+    ``(i, j)`` covers ``[j - 0.5, j + 0.5] x [i - 0.5, i + 0.5]``); empty for an empty mask."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((0, 2))
+    centres = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    corners = (centres[:, None, :] + np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5],
+                                               [-0.5, 0.5]])).reshape(-1, 2)
+    return cv2.convexHull(corners.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+
+
+def _rotated_boxes(corners: np.ndarray, angles: np.ndarray,
+                   size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box of a silhouette (its hull ``corners``) after the in-plane rotation of
+    each angle (:func:`inplane_warp_matrix`): ``box_px (A,)`` larger side and ``box_offset
+    (A, 2)`` box centre minus crop centre, crop pixels. Zeros for an empty silhouette."""
+    a = len(angles)
+    if len(corners) == 0:
+        return np.zeros(a, np.float32), np.zeros((a, 2), np.float32)
+    c = 0.5 * (size - 1)
+    co, si = np.cos(angles), np.sin(angles)
+    rot = np.stack([np.stack([co, -si], -1), np.stack([si, co], -1)], -2)  # (A, 2, 2)
+    pts = np.einsum("aij,pj->api", rot, corners - c)  # offsets from the crop centre
+    lo, hi = pts.min(axis=1), pts.max(axis=1)  # (A, 2)
+    return (hi - lo).max(axis=1).astype(np.float32), (0.5 * (lo + hi)).astype(np.float32)
+
+
+def silhouette_boxes(masks: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of every view's silhouette at every in-plane angle, from the un-rotated masks.
+
+    Computed exactly from the convex hull of the mask's pixel squares (rotating the hull is
+    cheaper and sharper than measuring warped masks).
+
+    Args:
+        masks: ``(V, S, S)`` bool silhouettes.
+        angles: ``(A,)`` in-plane angles, radians.
+
+    Returns:
+        ``box_px (V * A,)`` float32 larger side of the axis-aligned box, crop pixels, and
+        ``box_offset (V * A, 2)`` its centre minus the crop centre, in the codebook layout
+        ``view * A + k``.
+    """
+    v, s = masks.shape[0], masks.shape[1]
+    box_px = np.empty((v, len(angles)), np.float32)
+    box_offset = np.empty((v, len(angles), 2), np.float32)
+    for i in range(v):
+        box_px[i], box_offset[i] = _rotated_boxes(_silhouette_corners(masks[i]), angles, s)
+    return box_px.reshape(-1), box_offset.reshape(-1, 2)
 
 
 def as_encoder(model) -> Encoder:
@@ -254,7 +289,7 @@ def render_codebook_views(mesh: trimesh.Trimesh, subdivisions: int = 4, size: in
             crops[s:e] = out.rgb
             masks[s:e] = out.mask == 1
             bar.update(e - s)
-    box_px, _ = _boxes_from_masks(masks)
+    box_px, _ = silhouette_boxes(masks, np.zeros(1))
     return crops, masks, R, box_px
 
 
@@ -333,17 +368,25 @@ class Codebook:
         return np.divmod(index, self.n_inplane)
 
     def to(self, device: Union[str, "torch.device"]) -> "Codebook":
-        """Keep the codes (float16) on ``device`` for :meth:`lookup`; returns ``self``."""
+        """Keep the codes on ``device`` for :meth:`lookup`; returns ``self``.
+
+        On a GPU they stay float16 (half the memory; each chunk is upcast on the fly, which
+        costs nothing there). On the CPU they are upcast to float32 once (4 bytes x 128 x 92232
+        = 47 MB for the full grid): converting float16 on every lookup would cost ~40 ms a
+        frame, the float32 product alone a few ms.
+        """
         import torch
 
-        self._codes_t = torch.from_numpy(self.codes).to(device)
+        codes = torch.from_numpy(self.codes).to(device)
+        self._codes_t = codes.float() if codes.device.type == "cpu" else codes
         return self
 
     def lookup(self, z_p, k: int = 5, chunk: int = 16384):
         """The ``k`` entries whose codes are most cosine-similar to each query.
 
-        Scores are computed as float32 matrix products over chunks of ``chunk`` codes (the
-        float16 codes are upcast one chunk at a time), keeping a running top-k.
+        Scores are computed as float32 matrix products over chunks of ``chunk`` codes (float16
+        codes on a GPU are upcast one chunk at a time), keeping a running top-k. The codes live
+        on the CPU unless :meth:`to` moved them.
 
         Args:
             z_p: ``(B, D)`` or ``(D,)`` pose codes, numpy or torch (normalized here).
@@ -466,22 +509,70 @@ class Codebook:
 # ------------------------------------------------------------------------------------------------
 
 
-def _warp_batch(views_rgba: np.ndarray, idx: np.ndarray, angles: np.ndarray, n_inplane: int,
-                pool: Optional[ThreadPoolExecutor]) -> np.ndarray:
-    """Crops (RGB + mask as alpha) of flat indices ``idx``: ``(b, S, S, 4)`` uint8."""
-    out = np.empty((len(idx),) + views_rgba.shape[1:], np.uint8)
-    v_idx, a_idx = np.divmod(idx, n_inplane)
+#: cv2.rotate codes of 1, 2 and 3 clockwise quarter turns (``np.rot90(x, -m)``).
+_QUARTER_TURNS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
 
-    def work(rng):
-        for j in rng:
-            out[j] = rotate_crop(views_rgba[v_idx[j]], float(angles[a_idx[j]]))
 
-    if pool is None or len(idx) < 64:
-        work(range(len(idx)))
-    else:
-        n_workers = pool._max_workers  # noqa: SLF001 - split evenly over the pool
-        list(pool.map(work, [range(w, len(idx), n_workers) for w in range(n_workers)]))
+def inplane_crops(view: np.ndarray, angles: np.ndarray,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
+    """All in-plane rotations of one rendered view: ``out[k] = rotate_crop(view, angles[k])``.
+
+    For evenly spaced angles from 0 with ``len(angles) % 4 == 0`` (what
+    :func:`~sixd_pose_ros.geometry.sampling.inplane_angles` gives for 4, 8, 36, ...), only the
+    first quarter is warped: ``angles[k + m A/4] = angles[k] + m pi/2`` and a quarter turn about
+    the centre of a square crop maps pixels onto pixels, so those crops are exact
+    ``np.rot90(crop_k, -m)`` copies (clockwise, like positive in-plane angles), made with
+    ``cv2.rotate``. 4x fewer warps.
+
+    Args:
+        view: ``(S, S, C)`` crop of the view (in-plane angle 0).
+        angles: ``(A,)`` radians.
+        out: optional ``(A, S, S, C)`` uint8 array to fill.
+
+    Returns:
+        ``(A, S, S, C)`` crops; entry ``k`` is the crop of ``inplane_rotation(angles[k]) @ R``.
+    """
+    a = len(angles)
+    if out is None:
+        out = np.empty((a,) + view.shape, view.dtype)
+    q = a // 4
+    quarter = a % 4 == 0 and np.allclose(angles, 2.0 * np.pi * np.arange(a) / a, atol=1e-12)
+    for k in range(q if quarter else a):
+        out[k] = rotate_crop(view, float(angles[k]))
+    if quarter:  # cv2.rotate: ~10x faster than copying a strided np.rot90 view
+        for m, code in enumerate(_QUARTER_TURNS, start=1):
+            for k in range(q):
+                out[k + m * q] = cv2.rotate(out[k], code)
     return out
+
+
+def _views_to_crops(views: np.ndarray, angles: np.ndarray,
+                    pool: Optional[ThreadPoolExecutor]) -> np.ndarray:
+    """``(nv, S, S, 3)`` views -> ``(nv * A, S, S, 3)`` crops in codebook order."""
+    a = len(angles)
+    out = np.empty((len(views) * a,) + views.shape[1:], np.uint8)
+
+    def work(i: int) -> None:
+        inplane_crops(views[i], angles, out[i * a:(i + 1) * a])
+
+    if pool is None or len(views) < 2:
+        for i in range(len(views)):
+            work(i)
+    else:
+        list(pool.map(work, range(len(views))))
+    return out
+
+
+def _to_input(rgb: np.ndarray, device: "torch.device") -> "torch.Tensor":
+    """``(B, S, S, 3)`` uint8 -> ``(B, 3, S, S)`` float32 in ``[0, 1]`` on ``device``. On a GPU
+    the uint8 batch is sent (4x less traffic) and converted there; on the CPU numpy converts
+    (several times faster than torch's single-threaded uint8 -> float cast)."""
+    import torch
+
+    if device.type == "cpu":
+        return torch.from_numpy(rgb.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255))
+    x = torch.from_numpy(rgb).to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().mul_(1 / 255).contiguous()
 
 
 def build_codebook(mesh: trimesh.Trimesh, encoder: Encoder, *, subdivisions: int = 4,
@@ -502,14 +593,16 @@ def build_codebook(mesh: trimesh.Trimesh, encoder: Encoder, *, subdivisions: int
         encoder: see :data:`Encoder`; ``as_encoder(model)`` adapts an autoencoder.
         subdivisions, n_inplane: the grid; :data:`CODEBOOK_PRESETS` has ``full`` (4, 36) and
             ``coarse`` (3, 36).
-        batch: crops per encoder call.
+        batch: crops per encoder call, rounded down to whole views (``n_inplane`` crops each;
+            at least one view).
         size: crop side ``S`` (the encoder's input size, 128).
         progress: tqdm bars.
         name, encoder_id: recorded in the codebook (``encoder_id``: sha256 of the weights).
         lighting: see :func:`render_codebook_views`.
         distance: render distance, bounding radii.
         device: overrides the encoder's device.
-        workers: threads for the crop rotations (default: up to 8, one per core).
+        workers: threads for the crop rotations (default: half the cores, at most 8; one
+            on a 2-core machine, where the encoder needs the other core).
 
     Returns:
         :class:`Codebook` of ``V * n_inplane`` entries, index ``view * n_inplane + k``, with
@@ -521,10 +614,10 @@ def build_codebook(mesh: trimesh.Trimesh, encoder: Encoder, *, subdivisions: int
     norm = normalization_from_points(np.asarray(mesh.vertices))
     crops, masks, _, _ = render_codebook_views(mesh, subdivisions, size, lighting,
                                                distance=distance, progress=progress)
-    t_render = time.perf_counter() - t0
-    views_rgba = np.concatenate([crops, (masks[..., None] * np.uint8(255))], axis=3)
-    del crops, masks
     angles = inplane_angles(n_inplane)
+    box_px, box_offset = silhouette_boxes(masks, angles)
+    del masks
+    t_render = time.perf_counter() - t0
     rotations = viewpoint_rotation_grid(subdivisions, n_inplane)  # float32, same layout
     n = len(rotations)
     dev = _encoder_device(encoder, device)
@@ -533,20 +626,17 @@ def build_codebook(mesh: trimesh.Trimesh, encoder: Encoder, *, subdivisions: int
     if was_training:
         module.eval()
     codes = None
-    box_px = np.empty(n, np.float32)
-    box_offset = np.empty((n, 2), np.float32)
     t_warp = t_encode = 0.0
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    workers = workers or max(1, min(8, (os.cpu_count() or 1) // 2))
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    views_per_batch = max(1, int(batch) // n_inplane)  # whole views: batch ~ `batch` crops
     try:
         with torch.inference_mode(), _progress(n, "encode codebook", progress) as bar:
-            for s in range(0, n, batch):
-                e = min(n, s + batch)
+            for v0 in range(0, len(crops), views_per_batch):
+                v1 = min(len(crops), v0 + views_per_batch)
+                s, e = v0 * n_inplane, v1 * n_inplane
                 tw = time.perf_counter()
-                rgba = _warp_batch(views_rgba, np.arange(s, e), angles, n_inplane, pool)
-                box_px[s:e], box_offset[s:e] = _boxes_from_masks(rgba[..., 3] >= 128)
-                x = torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).to(dev, non_blocking=True)
-                x = x.permute(0, 3, 1, 2).float().div_(255.0)
+                x = _to_input(_views_to_crops(crops[v0:v1], angles, pool), dev)
                 te = time.perf_counter()
                 t_warp += te - tw
                 out = encoder(x)
