@@ -1,0 +1,149 @@
+"""Known-model estimator: detector -> codebook retrieval -> volume refiner -> depth alignment.
+
+Everything per object that does not depend on the frame (detector kernels of the references,
+refiner features of the references, the codebook on the device) is computed when the object is
+loaded; a frame costs one backbone pass for all objects plus a few small networks per object.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
+from sixd_pose_ros.geometry.normalization import object_diameter
+from sixd_pose_ros.models.checkpoint import (
+    WEIGHTS_DIR, load_autoencoder, load_detector, load_refiner, weights_identity,
+)
+from sixd_pose_ros.models.detector import decode, initial_translation
+from sixd_pose_ros.models.refiner import iterative_refine
+from sixd_pose_ros.objects.codebook import pose_from_hit
+from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
+from sixd_pose_ros.pipeline.depth_alignment import align_to_depth
+from sixd_pose_ros.pipeline.types import Frame, ObjectPose
+from sixd_pose_ros.render.renderer import RenderMesh
+
+
+def _images(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@dataclass
+class _LoadedObject:
+    db: ObjectDatabase
+    det_refs: object  # RefFeatures
+    refiner_feats: np.ndarray | None
+    render_mesh: RenderMesh
+    surface_points: np.ndarray  # (M, 3) meters, model frame
+    diameter: float
+
+
+@dataclass
+class KnownModelConfig:
+    min_detection_score: float = 0.3  # below it the object is reported absent (no output)
+    refine_iterations: int = 3
+    use_depth: bool = True
+    crop_size: int = 128
+    stage_ms: dict = field(default_factory=dict)
+
+
+class KnownModelEstimator:
+    """Estimator (see pipeline.types) for objects given as CAD meshes (object databases)."""
+
+    def __init__(self, databases: Sequence[ObjectDatabase], detector, autoencoder, refiner=None,
+                 config: KnownModelConfig = KnownModelConfig()) -> None:
+        self.detector, self.autoencoder, self.refiner = detector, autoencoder, refiner
+        self.config = config
+        self.objects: list[_LoadedObject] = []
+        with torch.no_grad():
+            for db in databases:
+                if db.codebook is None:
+                    raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
+                                     f"autoencoder weights (sixd-pose build-object ... --overwrite)")
+                refs = _images(db.references.images)
+                feats = refiner.encode_references(refs).numpy() if refiner is not None else None
+                points = np.asarray(db.mesh.sample(2000, return_index=False)) if len(db.mesh.faces) else \
+                    np.asarray(db.mesh.vertices)
+                self.objects.append(_LoadedObject(db, detector.encode_references(refs), feats,
+                                                  RenderMesh.from_trimesh(db.mesh), points,
+                                                  object_diameter(np.asarray(db.mesh.vertices))))
+
+    @classmethod
+    def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
+                   config: KnownModelConfig = KnownModelConfig(), use_refiner: bool = True):
+        weights = Path(weights)
+        expected = {"encoder": weights_identity(weights / "autoencoder.pt")}
+        dbs = [load_object_database(p, expected_weights=expected) for p in object_dirs]
+        refiner = load_refiner(weights / "refiner.pt") if use_refiner else None
+        return cls(dbs, load_detector(weights / "detector.pt"), load_autoencoder(weights / "autoencoder.pt"),
+                   refiner, config)
+
+    @torch.no_grad()
+    def estimate(self, frame: Frame) -> list[ObjectPose]:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        query = _images(frame.rgb[None])
+        qfeat = self.detector.query_features(query)
+        timings["backbone"] = 1000 * (time.perf_counter() - t0)
+        results = []
+        for obj in self.objects:
+            pose = self._estimate_one(frame, qfeat, obj, timings)
+            if pose is not None:
+                results.append(pose)
+        return results
+
+    def _estimate_one(self, frame: Frame, qfeat, obj: _LoadedObject, timings: dict) -> ObjectPose | None:
+        cfg, K = self.config, frame.K
+        norm = obj.db.references.normalization
+        t0 = time.perf_counter()
+        det = decode(self.detector.detect(qfeat, obj.det_refs), frame.rgb.shape[:2],
+                     self.detector.cfg.ref_size)[0]
+        timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
+        if not np.isfinite(det.score) or det.score < cfg.min_detection_score:
+            return None
+        center = norm.scale * initial_translation(det.center_xy, det.box_size, K)
+        try:
+            vc = object_centred_camera(K, center, norm.scale, cfg.crop_size)
+        except DegenerateReferenceError:
+            return None
+        t1 = time.perf_counter()
+        crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
+        _, z_p = self.autoencoder.encode(_images(crop[None]))
+        idx, sim = obj.db.codebook.lookup(z_p.numpy(), k=1)
+        R, t = pose_from_hit(obj.db.codebook, int(idx[0, 0]), vc.R_v, center)
+        timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
+        if self.refiner is not None and cfg.refine_iterations > 0:
+            t2 = time.perf_counter()
+            R, t = self._refine(frame, obj, R, t)
+            timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
+        if cfg.use_depth and frame.depth is not None:
+            t3 = time.perf_counter()
+            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter)
+            R, t = aligned.R, aligned.t
+            timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
+        half = det.box_size / 2
+        box = np.array([det.center_xy[0] - half, det.center_xy[1] - half,
+                        det.center_xy[0] + half, det.center_xy[1] + half])
+        return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(sim[0, 0], 0.0)), box,
+                          metric=True, stage_ms=dict(timings))
+
+    def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
+        norm = obj.db.references.normalization
+        refs = obj.db.references
+        R_n, t_n = norm.pose_to_normalized(R, t)
+
+        def nearest(R_q, t_q):
+            idx = refs.nearest(R_q, k=self.refiner.config.n_refs, t_query=t_q)
+            return obj.refiner_feats[idx], refs.K[idx], refs.R[idx], refs.t[idx]
+
+        try:
+            R_n, t_n = iterative_refine(self.refiner, frame.rgb, frame.K, R_n, t_n, nearest,
+                                        self.config.refine_iterations)
+        except ValueError:
+            return R, t
+        return norm.pose_to_metric(R_n, t_n)
