@@ -1,15 +1,65 @@
-"""Entry point of `sixd_pose_node` (`ros2 run sixd_pose_ros sixd_pose_node`).
+"""Entry point of `sixd_pose_node` (`ros2 run sixd_pose_ros sixd_pose_node --ros-args ...`).
 
-The pose node itself is built by the node issue; until then this entry point exists so the
-console script, its install location and `ros2 run` wiring are in place and tested, and it
-says plainly that there is no estimator to run yet instead of failing with an ImportError.
+Starts the pose node, configures and activates it (unless ``autostart:=false``, for a lifecycle
+manager), spins it with a MultiThreadedExecutor, and on Ctrl-C / SIGTERM takes it through its
+shutdown transition and exits 0. A configure failure (bad parameter, missing weights or object
+database) exits 1 after logging the message that names the fix.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 
-def main(argv: list[str] | None = None) -> None:
-    print("sixd_pose_node: the pose estimation node is not part of this release yet; "
-          "`sixd-pose demo` shows what the package does today (see README.md)", file=sys.stderr)
-    raise SystemExit(2)
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from sixd_pose_ros.ros.node import SixdPoseNode
+
+    args = sys.argv if argv is None else argv
+    # Our own SIGINT/SIGTERM handling: the node shuts down through its lifecycle while the
+    # context is still valid, then rclpy goes down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    node = None
+    code = 0
+    try:
+        node = SixdPoseNode()
+        if node.get_parameter("autostart").value in (True, "true"):
+            if not node.start():
+                node.get_logger().error("not started (the message above names the fix)")
+                code = 1
+        else:
+            node.get_logger().info("autostart is false: waiting for a lifecycle manager to configure and activate")
+        if code == 0:
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            try:
+                while rclpy.ok():
+                    executor.spin_once(timeout_sec=0.2)
+            finally:
+                executor.shutdown(timeout_sec=1.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        if node is not None:
+            node.get_logger().info("interrupted: shutting down")
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if node is not None:
+            try:
+                if node.state_label != "finalized":
+                    node.trigger_shutdown()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                pass
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Builds the estimator the parameters ask for, plus what the outputs need to know per object."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.ros.params import NodeParams, ParameterError
+
+__all__ = ["ObjectInfo", "EstimatorLoadError", "load_estimator", "object_infos"]
+
+# Mesh files rviz can show through a MESH_RESOURCE marker (rviz uses assimp for all but .mesh).
+_RVIZ_MESHES = (".stl", ".dae", ".obj", ".ply", ".glb", ".gltf", ".mesh")
+
+
+class EstimatorLoadError(SixdPoseError):
+    """The estimator cannot be built (weights, object databases); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Per object: its name, the mesh rviz can show (or None), its bounding box (object frame, m)."""
+
+    name: str
+    mesh_path: Path | None
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+
+    @property
+    def diameter(self) -> float:
+        return float(np.linalg.norm(self.bbox_max - self.bbox_min))
+
+
+def object_infos(estimator) -> list[ObjectInfo]:
+    """ObjectInfo of each object an estimator holds (KnownModelEstimator: from its databases)."""
+    infos = []
+    for obj in getattr(estimator, "objects", []):
+        db = getattr(obj, "db", None)
+        if db is None:
+            continue
+        verts = np.asarray(db.mesh.vertices, dtype=np.float64)
+        lo, hi = (verts.min(0), verts.max(0)) if len(verts) else (np.full(3, -0.05), np.full(3, 0.05))
+        mesh_file = (db.info.get("mesh") or {}).get("file")
+        mesh_path = Path(db.path) / mesh_file if mesh_file else None
+        if mesh_path is not None and (not mesh_path.is_file() or mesh_path.suffix.lower() not in _RVIZ_MESHES):
+            mesh_path = None
+        infos.append(ObjectInfo(db.name, mesh_path, lo, hi))
+    return infos
+
+
+def load_estimator(params: NodeParams):
+    """(estimator, [ObjectInfo]) for validated parameters.
+
+    Raises:
+        ParameterError: a mode that cannot run.
+        EstimatorLoadError: weights or object databases that cannot be loaded (message names the fix).
+    """
+    if params.mode == "model_free":
+        raise ParameterError("mode: model_free is not available yet (the model-free estimator is not built); "
+                             "use mode:=known_model with object databases from `sixd-pose build-object`")
+    if params.mode != "known_model":
+        raise ParameterError(f"mode: {params.mode!r} is not a mode; use mode:=known_model")
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+    from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
+
+    weights = Path(params.weights_dir).expanduser() if params.weights_dir else WEIGHTS_DIR
+    needed = ["detector.pt", "autoencoder.pt"] + (["refiner.pt"] if params.refine_iterations > 0 else [])
+    missing = [n for n in needed if not (weights / n).is_file()]
+    if missing:
+        raise EstimatorLoadError(f"weights {missing} not found in {weights}: train them (`sixd-pose train "
+                                 f"detector|refiner|autoencoder`) and pass weights_dir:=FOLDER, or install a "
+                                 f"package release that ships them")
+    config = KnownModelConfig(min_detection_score=params.min_score, refine_iterations=params.refine_iterations,
+                              use_depth=params.use_depth)
+    try:
+        est = KnownModelEstimator.from_paths([Path(o).expanduser() for o in params.objects], weights, config,
+                                             use_refiner=params.refine_iterations > 0)
+    except SixdPoseError as exc:
+        raise EstimatorLoadError(str(exc)) from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise EstimatorLoadError(f"cannot load the estimator ({type(exc).__name__}: {exc}); rebuild the object "
+                                 f"databases with `sixd-pose build-object ... --overwrite` for these weights") from exc
+    return est, object_infos(est)

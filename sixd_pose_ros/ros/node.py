@@ -1,0 +1,373 @@
+"""SixdPoseNode: the 6D pose node, a managed (lifecycle) node.
+
+Transitions (``ros2 lifecycle set /sixd_pose_node configure`` etc., or ``main()`` doing
+configure + activate itself when ``autostart`` is true):
+
+- configure: read and validate the parameters, load the estimator (weights, object
+  databases), create the publishers, ``/diagnostics`` and the ``~/reset`` service. A bad
+  parameter or a missing file fails the transition with a message naming the fix.
+- activate: subscribe to image, camera_info (and depth when ``use_depth``) with sensor-data
+  QoS, start the approximate-time synchronizer and the worker thread.
+- deactivate: drop the subscriptions and stop the worker (publishers stay).
+- cleanup / shutdown: also drop the publishers and release the estimator.
+
+Processing: each synchronized set goes to one worker thread through a single pending slot, so
+the newest frame wins; a set that arrives while another is pending replaces it and counts as
+dropped. Subscription callbacks only queue and never block. Outputs carry the colour image's
+stamp and frame_id. Bad input (encoding, camera_info, sizes, depth units, stamps, estimator
+exceptions) is logged as a throttled warning naming the fix, counted in /diagnostics, and the
+node keeps going with the next frame.
+"""
+from __future__ import annotations
+
+import gc
+import re
+import time
+import traceback
+from functools import partial
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.pipeline.types import FrameError
+from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
+from sixd_pose_ros.ros.estimator_loader import load_estimator
+from sixd_pose_ros.ros.frames import frame_from_msgs
+from sixd_pose_ros.ros.image_conversion import ImageEncodingError, uses_cv_bridge
+from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, read_parameters, \
+    validate_params
+from sixd_pose_ros.ros.publishers import OutputPublishers
+from sixd_pose_ros.ros.sync import FrameSynchronizer
+from sixd_pose_ros.ros.worker import LatestWorker
+
+try:
+    from rclpy.lifecycle import Node as _BaseNode
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    HAS_LIFECYCLE = True
+except ImportError:  # an rclpy without lifecycle support: a plain node with the same callbacks
+    import enum
+
+    from rclpy.node import Node as _BaseNode
+
+    class TransitionCallbackReturn(enum.Enum):  # type: ignore[no-redef]
+        SUCCESS = "success"
+        FAILURE = "failure"
+        ERROR = "error"
+
+    HAS_LIFECYCLE = False
+
+__all__ = ["SixdPoseNode", "HAS_LIFECYCLE", "TransitionCallbackReturn"]
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, ImageEncodingError):
+        return "encoding"
+    text = str(exc).lower()
+    if "camera_info" in text or "camera matrix" in text or "principal point" in text:
+        return "camera_info"
+    if "depth" in text:
+        return "depth"
+    return "frame"
+
+
+class SixdPoseNode(_BaseNode):
+    """The pose node. ``estimator_factory(params) -> (estimator, [ObjectInfo])`` replaces the
+    default loader (tests inject failures with it); other keyword arguments go to rclpy's Node."""
+
+    def __init__(self, node_name: str = "sixd_pose_node", *, estimator_factory=None, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._estimator_factory = estimator_factory or load_estimator
+        self.params = None
+        self.estimator = None
+        self.infos = []
+        self.outputs: OutputPublishers | None = None
+        self.stats = PipelineStats()
+        self.state_label = "unconfigured"
+        self.configure_error = ""
+        self._subs: list = []
+        self._sync: FrameSynchronizer | None = None
+        self._worker: LatestWorker | None = None
+        self._active = False
+        self._warned: dict[str, float] = {}
+        self._diag_pub = self._diag_timer = self._reset_srv = None
+        self._last_diag = 0.0
+        self._camera_frame = ""
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+
+    # ---------------------------------------------------------------- lifecycle transitions
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.params = validate_params(read_parameters(self))
+            if self.params.num_threads > 0:
+                import torch
+
+                torch.set_num_threads(self.params.num_threads)
+            t0 = time.perf_counter()
+            self.estimator, self.infos = self._estimator_factory(self.params)
+        except (ParameterError, SixdPoseError) as exc:
+            return self._configure_failed(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug, but the node must say what happened
+            return self._configure_failed(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        p = self.params
+        self.outputs = OutputPublishers(self, self.infos, tf_prefix=p.tf_prefix, publish_tf=p.publish_tf,
+                                        publish_markers=p.publish_markers,
+                                        publish_debug_image=p.publish_debug_image)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics, clock=self._steady)
+        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self.configure_error = ""
+        self.state_label = "inactive"
+        names = ", ".join(i.name for i in self.infos) or "(none)"
+        self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s: mode {p.mode}, objects {names}, "
+                               f"TF via {self.outputs.tf_backend}, images via "
+                               f"{'cv_bridge' if uses_cv_bridge() else 'numpy'}")
+        return SUCCESS
+
+    def _configure_failed(self, message: str) -> TransitionCallbackReturn:
+        self.configure_error = message
+        self.get_logger().error(f"configure failed: {message}")
+        self._release_all()
+        return FAILURE
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        p = self.params
+        names = ["image", "camera_info"] + (["depth"] if p.use_depth else [])
+        topics = {"image": p.image_topic, "camera_info": p.camera_info_topic, "depth": p.depth_topic}
+        types = {"image": Image, "camera_info": CameraInfo, "depth": Image}
+        self.stats.reset()
+        self._sync = FrameSynchronizer(names, p.queue_size, p.slop, self._on_synchronized)
+        self._worker = LatestWorker(self._process, max_rate_hz=p.max_rate_hz, on_error=self._on_worker_error).start()
+        group = MutuallyExclusiveCallbackGroup()
+        self._active = True
+        self._subs = [self.create_subscription(types[n], topics[n], partial(self._on_input, i, n),
+                                               qos_profile_sensor_data, callback_group=group)
+                      for i, n in enumerate(names)]
+        self.state_label = "active"
+        resolved = ", ".join(s.topic_name for s in self._subs)
+        self.get_logger().info(f"active: listening to {resolved} (sync: {self._sync.backend}, slop {p.slop} s)")
+        return SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self.state_label = "inactive"
+        return SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release_all()
+        return SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release_all()
+        self.state_label = "finalized"
+        return SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._release_all()
+        return SUCCESS
+
+    if not HAS_LIFECYCLE:  # the same transitions, called directly
+        def trigger_configure(self):
+            return self.on_configure(None)
+
+        def trigger_activate(self):
+            return self.on_activate(None)
+
+        def trigger_deactivate(self):
+            return self.on_deactivate(None)
+
+        def trigger_cleanup(self):
+            return self.on_cleanup(None)
+
+        def trigger_shutdown(self):
+            return self.on_shutdown(None)
+
+    def start(self) -> bool:
+        """configure + activate (what ``sixd_pose_node`` does unless autostart is false)."""
+        return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
+
+    def _stop_processing(self) -> None:
+        self._active = False
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._worker is not None:
+            if not self._worker.stop(timeout=30.0):
+                self.get_logger().warning("the estimator did not finish its frame within 30 s of deactivation")
+            self._worker = None
+        self._sync = None
+
+    def _release_all(self) -> None:
+        self._stop_processing()
+        if self.outputs is not None:
+            self.outputs.destroy()
+            self.outputs = None
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        if self._reset_srv is not None:
+            self.destroy_service(self._reset_srv)
+            self._reset_srv = None
+        self.estimator, self.infos = None, []
+        self.state_label = "unconfigured"
+        gc.collect()
+
+    # ---------------------------------------------------------------- inputs
+
+    def _on_input(self, index: int, name: str, msg) -> None:
+        self.stats.input(name)
+        sync = self._sync
+        if sync is None:
+            return
+        result = sync.add(index, msg)
+        if result == "out_of_order":
+            st = msg.header.stamp
+            topic = self._subs[index].topic_name if index < len(self._subs) else name
+            self._bad_input("stamps", f"out-of-order stamps on {topic}: "
+                            f"a message stamped {st.sec}.{st.nanosec:09d} arrived after a newer one and was "
+                            f"dropped; check the driver's clock, and do not play two bags at once")
+        elif result == "time_jump":
+            self.get_logger().info(f"time jumped back on {name} (bag restarted or sim time reset): "
+                                   f"synchronizer reset")
+
+    def _on_synchronized(self, *msgs) -> None:
+        worker = self._worker
+        if worker is None or not self._active:
+            return
+        self.stats.synced(worker.submit((msgs, time.perf_counter())))
+
+    # ---------------------------------------------------------------- processing (worker thread)
+
+    def _process(self, item) -> None:
+        if not self._active or self.estimator is None:
+            return
+        msgs, t_arrival = item
+        color, info = msgs[0], msgs[1]
+        depth = msgs[2] if len(msgs) > 2 else None
+        t0 = time.perf_counter()
+        try:
+            frame = frame_from_msgs(color, info, depth, frame_id=self.params.camera_frame)
+        except FrameError as exc:
+            self._bad_input(_error_kind(exc), str(exc))
+            return
+        if not (self.params.camera_frame or color.header.frame_id):
+            self._warn("frame_id", f"the colour image has an empty header.frame_id: outputs use {frame.frame_id!r}; "
+                                   f"set the camera driver's frame id or frames.camera_frame")
+        if frame.depth is not None and not np.any(frame.depth > 0):
+            self._bad_input("depth", "the depth image has no valid measurement (all 0 or NaN): check the depth "
+                                     "stream, or set use_depth:=false for RGB only")
+        self._camera_frame = frame.frame_id
+        t1 = time.perf_counter()
+        try:
+            poses = self.estimator.estimate(frame)
+        except FrameError as exc:
+            self._bad_input(_error_kind(exc), str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the node keeps running whatever the estimator does
+            self._bad_input("estimator", f"the estimator failed on the frame stamped {color.header.stamp.sec}."
+                                         f"{color.header.stamp.nanosec:09d} ({type(exc).__name__}: {exc}); the node "
+                                         f"goes on with the next frame")
+            self.get_logger().debug(traceback.format_exc())
+            return
+        t2 = time.perf_counter()
+        if not self._active or self.outputs is None:
+            return
+        header = Header(stamp=color.header.stamp, frame_id=frame.frame_id)
+        self.outputs.publish(poses, header, frame.rgb, frame.K)
+        t3 = time.perf_counter()
+        stage_ms: dict[str, float] = {}
+        for pose in poses:
+            stage_ms.update(pose.stage_ms or {})
+        stage_ms.update({"convert": 1000 * (t1 - t0), "estimate": 1000 * (t2 - t1), "publish": 1000 * (t3 - t2),
+                         "total": 1000 * (t3 - t_arrival)})
+        self.stats.done(stage_ms, {p.name: p.score for p in poses})
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self._bad_input("internal", f"unexpected error while processing a frame ({type(exc).__name__}: {exc}); "
+                                    f"please report it")
+
+    # ---------------------------------------------------------------- warnings, diagnostics, services
+
+    def _warn(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        period = self.params.warn_period if self.params is not None else 5.0
+        if now - self._warned.get(key, -float("inf")) >= period:
+            self._warned[key] = now
+            self.get_logger().warning(message)
+
+    def _bad_input(self, kind: str, message: str) -> None:
+        self.stats.error(kind, message)
+        # Throttled per problem: the same message (numbers aside) at most once per warn_period.
+        self._warn(kind + ":" + re.sub(r"[0-9.]+", "#", message)[:80], message)
+        if time.monotonic() - self._last_diag > 0.2:  # show it now, not only at the next period
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        pub = self._diag_pub
+        if pub is None:
+            return
+        self._last_diag = time.monotonic()
+        snap = self.stats.snapshot()
+        sync = self._sync
+        extra = {
+            "state": self.state_label,
+            "objects": ",".join(i.name for i in self.infos),
+            "sync_backend": sync.backend if sync else "",
+            "sync_out_of_order": sync.stats.out_of_order if sync else 0,
+            "sync_time_jumps": sync.stats.time_jumps if sync else 0,
+            "sync_dropped": sync.dropped if sync else 0,
+            "tf_backend": self.outputs.tf_backend if self.outputs else "",
+            "image_conversion": "cv_bridge" if uses_cv_bridge() else "numpy",
+        }
+        period = self.params.diagnostics_period if self.params else 1.0
+        msg = diagnostic_array(snap, name=f"{self.get_fully_qualified_name()}: 6D pose",
+                               hardware_id=self._camera_frame or "camera", stamp=self.get_clock().now().to_msg(),
+                               extra=extra, warn_window_s=max(5.0, 3 * period), active=self._active)
+        try:
+            pub.publish(msg)
+        except Exception:  # noqa: BLE001 - publisher destroyed during a transition
+            pass
+
+    def _on_reset(self, request, response):
+        if self._sync is not None:
+            self._sync.reset()
+        if self._worker is not None:
+            self._worker.clear()
+        self.stats.reset()
+        self._warned.clear()
+        response.success = True
+        response.message = "synchronizer, pending frame, statistics and warnings reset"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        changed = {p.name: p.value for p in params if p.name in PARAMETERS}
+        if not changed:
+            return SetParametersResult(successful=True)
+        values = {name: self.get_parameter(name).value for name in PARAMETERS if self.has_parameter(name)}
+        values.update(changed)
+        try:
+            validate_params(values, check_paths=False)
+        except ParameterError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines()[1:]
+                     if any(ln.strip().startswith(f"{n}:") for n in changed)]
+            if lines:
+                return SetParametersResult(successful=False, reason="; ".join(lines))
+        return SetParametersResult(successful=True)

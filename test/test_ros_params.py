@@ -1,0 +1,130 @@
+"""Node parameters: defaults match config/sixd_pose_node.yaml, every bad value gets a message
+naming the fix, and declaring them on a real node survives values of the wrong type."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
+from rclpy.parameter import Parameter  # noqa: E402
+
+from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, read_parameters, \
+    validate_params  # noqa: E402
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def db(tmp_path):
+    folder = tmp_path / "objects" / "drill"
+    folder.mkdir(parents=True)
+    (folder / "object.json").write_text(json.dumps({"name": "drill"}))
+    return str(folder)
+
+
+def _problems(**values) -> str:
+    with pytest.raises(ParameterError) as err:
+        validate_params(values)
+    return str(err.value)
+
+
+def test_defaults_with_one_object(db):
+    p = validate_params({"objects": [db]})
+    assert p.mode == "known_model" and p.objects == (db,) and p.weights_dir == ""
+    assert (p.image_topic, p.depth_topic, p.camera_info_topic) == (
+        "color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
+    assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 3 and p.use_depth
+    assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
+
+
+def test_lenient_where_the_meaning_is_clear(db):
+    p = validate_params({"objects": db, "min_score": 1, "refine_iterations": 2.0, "use_depth": "false"})
+    assert p.objects == (db,) and p.min_score == 1.0 and isinstance(p.min_score, float)
+    assert p.refine_iterations == 2 and p.use_depth is False
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"mode": "magic"}, "mode: 'magic' is not a mode; use mode:=known_model"),
+    ({"mode": "model_free"}, "model_free is not available yet"),
+    ({"min_score": 1.5}, "min_score: 1.5 is out of range [0.0, 1.0]"),
+    ({"min_score": "high"}, "min_score: 'high' is not a number"),
+    ({"refine_iterations": -1}, "refine_iterations: -1 must be >= 0"),
+    ({"slop": 0.0}, "slop: 0.0 is out of range (0.0, 10.0]"),
+    ({"queue_size": 0}, "queue_size: 0 must be >= 1"),
+    ({"use_depth": "maybe"}, "use_depth: 'maybe' is not a boolean; use use_depth:=true or use_depth:=false"),
+    ({"max_rate_hz": -2.0}, "max_rate_hz: -2.0 is out of range"),
+    ({"frames.tf_prefix": "/sixd_"}, "frames.tf_prefix: '/sixd_' must be a string without spaces or a leading '/'"),
+    ({"topics.image": "color image"}, "topics.image: 'color image' is not a valid topic name"),
+    ({"topics.depth": ""}, "topics.depth: '' is not a topic name"),
+])
+def test_each_bad_value_names_its_fix(db, values, expected):
+    assert expected in _problems(objects=[db], **values)
+
+
+def test_object_folders_are_checked(tmp_path, db):
+    assert "no object given; build one with `sixd-pose build-object" in _problems()
+    assert "no object given" in _problems(objects=[])
+    assert f"objects: {tmp_path / 'nope'} is not a folder" in _problems(objects=[str(tmp_path / "nope")])
+    assert "has no object.json" in _problems(objects=[str(tmp_path)])
+    assert "is not a list of folders" in _problems(objects=[1, 2])
+    other = tmp_path / "elsewhere" / "drill"
+    other.mkdir(parents=True)
+    (other / "object.json").write_text("{}")
+    assert "folder names ['drill'] appear twice" in _problems(objects=[db, str(other)])
+
+
+def test_weights_folder_is_checked(tmp_path, db):
+    assert "is not a folder; leave it empty for the shipped weights" in _problems(
+        objects=[db], weights_dir=str(tmp_path / "none"))
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "detector.pt").write_bytes(b"x")
+    text = _problems(objects=[db], weights_dir=str(tmp_path / "w"))
+    assert "lacks ['autoencoder.pt', 'refiner.pt']" in text
+    text = _problems(objects=[db], weights_dir=str(tmp_path / "w"), refine_iterations=0)
+    assert "lacks ['autoencoder.pt']" in text
+
+
+def test_all_problems_are_reported_at_once(db):
+    text = _problems(objects=[db], min_score=2.0, slop=-1.0, queue_size=0)
+    assert text.count("\n") == 3 and "min_score" in text and "slop" in text and "queue_size" in text
+
+
+def test_config_file_documents_exactly_the_defaults():
+    data = yaml.safe_load((ROOT / "config" / "sixd_pose_node.yaml").read_text())
+    params = data["/**"]["ros__parameters"]
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    values = dict(flat(params))
+    assert set(values) == set(PARAMETERS) - {"objects"}  # objects: no default (files cannot hold [])
+    for name, value in values.items():
+        assert value == PARAMETERS[name][0], name
+    assert "objects:" in (ROOT / "config" / "sixd_pose_node.yaml").read_text()  # documented, commented
+
+
+def test_declared_on_a_node_wrong_types_reach_validation():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = rclpy.create_node("params_probe", context=ctx, parameter_overrides=[
+            Parameter("objects", value="/only/one/folder"), Parameter("min_score", value=1),
+            Parameter("slop", value="fast")])
+        declare_parameters(node)
+        values = read_parameters(node)
+        assert values["objects"] == "/only/one/folder" and values["min_score"] == 1
+        assert values["refine_iterations"] == 3  # untouched defaults
+        text = str(pytest.raises(ParameterError, validate_params, values).value)
+        assert "slop: 'fast' is not a number" in text and "min_score" not in text
+        assert node.describe_parameter("min_score").description.startswith("detections scoring below")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
