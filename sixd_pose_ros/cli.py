@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from sixd_pose_ros.training.trainer import WEIGHTS_DIR, TrainConfig
 
     config = Path(args.config) if args.config else _default_train_config(args.model)
-    cfg = TrainConfig.from_yaml(config, steps=args.steps, seed=args.seed)
+    cfg = TrainConfig.from_yaml(config, steps=args.steps, seed=args.seed, init_from=args.init_from)
     if cfg.model != args.model:
         raise SixdPoseError(f"{config} configures a {cfg.model}, not a {args.model}: pass a "
                             f"config/train_{args.model}_*.yaml file")
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "config/train_<model>_gpu.yaml for a GPU, with torchrun for several)")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--steps", type=int, help="override the config's step count")
+    p.add_argument("--init-from", help="weights file to continue from (default: train from scratch)")
     p.add_argument("--out", help="folder for <model>.pt and its model card (default: the package's weights/)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)

@@ -134,3 +134,18 @@ def test_same_command_runs_distributed_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = json.loads((tmp_path / "ddp" / "refiner_card.json").read_text())
     assert card["hardware"]["world_size"] == 2
+
+
+def test_init_from_continues_from_saved_weights(tmp_path):
+    from sixd_pose_ros.models.checkpoint import save_weights
+    from sixd_pose_ros.training.trainer import maybe_init_from
+
+    rcfg = refiner_config(TrainConfig(model="refiner", model_preset="cpu"))
+    torch.manual_seed(1)
+    source = VolumeRefiner(rcfg)
+    save_weights(tmp_path / "r.pt", source, rcfg)
+    torch.manual_seed(2)
+    target = VolumeRefiner(rcfg)
+    maybe_init_from(target, TrainConfig(model="refiner", init_from=str(tmp_path / "r.pt")))
+    for (k, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -25,7 +25,7 @@ from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_object
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
 )
 
 
@@ -92,6 +92,7 @@ def train_autoencoder(cfg: TrainConfig, out_dir: Path, progress: bool = True) ->
         torch.set_num_threads(cfg.threads)
     model_cfg = AutoencoderConfig.preset(cfg.model_preset)
     model = DisentangledAutoencoder(model_cfg).to(dist.device)
+    maybe_init_from(model, cfg)
     bank = ShapeEmbedding.from_config(model_cfg, cfg.train_objects).to(dist.device)
     net = wrap_model(_LossModule(model, bank), dist)
     opt, sched = make_optimizer(model, cfg)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from sixd_pose_ros.models.detector import Detector, DetectorConfig, decode, detector_loss, targets_from_ground_truth
 from sixd_pose_ros.training.pose_samples import DetectorSample, detector_sample, pose_object
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
 )
 
 
@@ -73,6 +73,7 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
         torch.set_num_threads(cfg.threads)
     model_cfg = DetectorConfig.preset(cfg.model_preset)
     model = Detector(model_cfg).to(dist.device)
+    maybe_init_from(model, cfg)
     net = wrap_model(model, dist)
     opt, sched = make_optimizer(model, cfg)
     rng = np.random.default_rng((cfg.seed, dist.rank))

@@ -38,7 +38,7 @@ from sixd_pose_ros.training.pose_samples import (
 from sixd_pose_ros.training.scenes import jitter_color, random_texture
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
 )
 
 
@@ -133,6 +133,7 @@ def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dic
         torch.set_num_threads(cfg.threads)
     model_cfg = refiner_config(cfg)
     model = VolumeRefiner(model_cfg).to(dist.device)
+    maybe_init_from(model, cfg)
     net = wrap_model(model, dist)
     opt, sched = make_optimizer(model, cfg)
     rng = np.random.default_rng((cfg.seed, dist.rank))

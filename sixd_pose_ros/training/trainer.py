@@ -48,6 +48,7 @@ class TrainConfig:
     # Bit-identical reruns: oneDNN (mkldnn) CPU kernels vary in the last bits with buffer
     # alignment, so they are switched off (about 1.5x slower on CPU); cuDNN is pinned likewise.
     deterministic: bool = True
+    init_from: str = ""  # weights file to start from (continue or fine-tune a run), "" = scratch
     extra: dict = field(default_factory=dict)  # model-specific settings
 
     @classmethod
@@ -166,3 +167,9 @@ def finish_training(name: str, model: torch.nn.Module, model_config: Any, cfg: T
                      seconds=seconds, steps_done=cfg.steps, losses=losses, metrics=metrics,
                      dist_info=dist_info, command=" ".join(["sixd-pose"] + sys.argv[1:]))
     return result | {"metrics": metrics, "weights": str(weights), "weights_bytes": nbytes}
+
+
+def maybe_init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start from cfg.init_from when set: a later, longer run continues an earlier one."""
+    if cfg.init_from:
+        model.load_state_dict(load_weights(cfg.init_from)["state_dict"])
