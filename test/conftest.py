@@ -28,3 +28,40 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def save_untrained_weights(folder):
+    """detector.pt, refiner.pt, autoencoder.pt of freshly initialised (seeded) networks: real
+    models for plumbing tests, which then assert mechanics, never accuracy. Returns the folder."""
+    import torch
+
+    from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
+    from sixd_pose_ros.models.checkpoint import save_weights
+    from sixd_pose_ros.models.detector import Detector, DetectorConfig
+    from sixd_pose_ros.models.refiner import RefinerConfig, VolumeRefiner
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_weights(folder / "autoencoder.pt", DisentangledAutoencoder(AutoencoderConfig()), AutoencoderConfig())
+    save_weights(folder / "detector.pt", Detector(DetectorConfig()), DetectorConfig())
+    save_weights(folder / "refiner.pt", VolumeRefiner(RefinerConfig(grid_size=16)), RefinerConfig(grid_size=16))
+    return folder
+
+
+def build_small_database(weights, out, name="drill"):
+    """The bundled demo object's database with a tiny codebook (6 views x 4 angles), encoded
+    with the autoencoder in `weights`; returns (database folder, the ProceduralObject)."""
+    from sixd_pose_ros.models.checkpoint import load_autoencoder, weights_identity
+    from sixd_pose_ros.objects.codebook import as_encoder
+    from sixd_pose_ros.objects.database import build_object_database
+    from sixd_pose_ros.render.procedural import make_bundled_demo_object
+
+    obj = make_bundled_demo_object()
+    out.mkdir(parents=True, exist_ok=True)
+    mesh_path = out / f"{name}.ply"
+    obj.mesh.export(mesh_path)
+    db = build_object_database(mesh_path, name, out / "objects", unit="m",
+                               encoder=as_encoder(load_autoencoder(weights / "autoencoder.pt")),
+                               encoder_id=weights_identity(weights / "autoencoder.pt"), progress=False,
+                               subdivisions=1, n_inplane=4, n_references=16)
+    return db, obj

@@ -56,28 +56,13 @@ def test_depth_alignment_rejects_a_pose_off_the_object(demo):
 
 @pytest.mark.slow
 def test_estimator_runs_end_to_end_with_built_database(tmp_path, demo):
-    from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
-    from sixd_pose_ros.models.checkpoint import save_weights, weights_identity
-    from sixd_pose_ros.models.detector import Detector, DetectorConfig
-    from sixd_pose_ros.models.refiner import RefinerConfig, VolumeRefiner
-    from sixd_pose_ros.objects.codebook import as_encoder
-    from sixd_pose_ros.objects.database import build_object_database
+    from conftest import build_small_database, save_untrained_weights
+
     from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
 
-    obj, _, R, t, out = demo
-    torch.manual_seed(0)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    ae_cfg = AutoencoderConfig()
-    ae = DisentangledAutoencoder(ae_cfg).eval()
-    save_weights(weights / "autoencoder.pt", ae, ae_cfg)
-    save_weights(weights / "detector.pt", Detector(DetectorConfig()), DetectorConfig())
-    save_weights(weights / "refiner.pt", VolumeRefiner(RefinerConfig(grid_size=16)), RefinerConfig(grid_size=16))
-    mesh_path = tmp_path / "drill.ply"
-    obj.mesh.export(mesh_path)
-    db = build_object_database(mesh_path, "drill", tmp_path / "objects", unit="m", encoder=as_encoder(ae),
-                               encoder_id=weights_identity(weights / "autoencoder.pt"), progress=False,
-                               subdivisions=1, n_inplane=4, n_references=16)
+    _, _, R, t, out = demo
+    weights = save_untrained_weights(tmp_path / "weights")
+    db, _ = build_small_database(weights, tmp_path)
     est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(min_detection_score=0.0))
     frame = Frame(out.rgb[0], K, out.depth[0])
     poses = est.estimate(frame)

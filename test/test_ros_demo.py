@@ -15,10 +15,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def test_demo_plays_frames_through_the_node_and_scores_them(tmp_path):
     from sixd_pose_ros.demo import run_demo
     from sixd_pose_ros.errors import SixdPoseError
-    from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
-    from sixd_pose_ros.models.checkpoint import save_weights
-    from sixd_pose_ros.models.detector import Detector, DetectorConfig
-    from sixd_pose_ros.models.refiner import RefinerConfig, VolumeRefiner
+    from conftest import save_untrained_weights
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -27,10 +24,7 @@ def test_demo_plays_frames_through_the_node_and_scores_them(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        save_weights(weights / "autoencoder.pt", DisentangledAutoencoder(AutoencoderConfig()), AutoencoderConfig())
-        save_weights(weights / "detector.pt", Detector(DetectorConfig()), DetectorConfig())
-        save_weights(weights / "refiner.pt", VolumeRefiner(RefinerConfig(grid_size=16)), RefinerConfig(grid_size=16))
+        save_untrained_weights(weights)
         summary = run_demo(tmp_path / "out", weights=weights, progress=False,
                            codebook={"subdivisions": 1, "n_inplane": 4, "n_references": 16})
     finally:

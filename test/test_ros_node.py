@@ -53,33 +53,16 @@ FRAME = "cam_color_optical"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Random-init weights, a small object database of the bundled demo object, a rendered frame."""
+    from conftest import build_small_database, save_untrained_weights
+
     from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle
-    from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
-    from sixd_pose_ros.models.checkpoint import save_weights, weights_identity
-    from sixd_pose_ros.models.detector import Detector, DetectorConfig
-    from sixd_pose_ros.models.refiner import RefinerConfig, VolumeRefiner
-    from sixd_pose_ros.objects.codebook import as_encoder
-    from sixd_pose_ros.objects.database import build_object_database
-    from sixd_pose_ros.render.procedural import make_bundled_demo_object
     from sixd_pose_ros.render.renderer import RenderMesh, render
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("ros_node")
-    torch.manual_seed(0)
-    weights = tmp / "weights"
-    weights.mkdir()
-    ae_cfg = AutoencoderConfig()
-    ae = DisentangledAutoencoder(ae_cfg).eval()
-    save_weights(weights / "autoencoder.pt", ae, ae_cfg)
-    save_weights(weights / "detector.pt", Detector(DetectorConfig()), DetectorConfig())
-    save_weights(weights / "refiner.pt", VolumeRefiner(RefinerConfig(grid_size=16)), RefinerConfig(grid_size=16))
-    obj = make_bundled_demo_object()
-    mesh_path = tmp / "drill.ply"
-    obj.mesh.export(mesh_path)
-    db = build_object_database(mesh_path, "drill", tmp / "objects", unit="m", encoder=as_encoder(ae),
-                               encoder_id=weights_identity(weights / "autoencoder.pt"), progress=False,
-                               subdivisions=1, n_inplane=4, n_references=16)
+    weights = save_untrained_weights(tmp / "weights")
+    db, obj = build_small_database(weights, tmp)
     R = matrix_from_axis_angle(np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2]), 2.0)
     out = render([RenderMesh.from_trimesh(obj.mesh)], R[None], np.array([[0.02, -0.01, 0.6]]), K, W, H)
     yield SimpleNamespace(weights=str(weights), db=str(db), rgb=out.rgb[0], depth=out.depth[0])

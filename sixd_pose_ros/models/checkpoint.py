@@ -44,36 +44,36 @@ def load_weights(path: str | Path) -> dict:
     return data
 
 
-def load_detector(path: str | Path | None = None, device: str | torch.device = "cpu"):
-    """The detector from a weights file (default: the shipped weights/detector.pt), in eval mode."""
-    from sixd_pose_ros.models.detector import Detector, DetectorConfig
-
-    data = load_weights(Path(path) if path else WEIGHTS_DIR / "detector.pt")
-    cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
-    model = Detector(cfg)
+def _load_model(path: Path, config_cls, model_cls, device):
+    """Build model_cls(config_cls(**saved config)) and load its weights, in eval mode. Lists in
+    the saved config (JSON-like) become the tuples the frozen config dataclasses hold."""
+    data = load_weights(path)
+    cfg = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
+    model = model_cls(cfg)
     model.load_state_dict(data["state_dict"])
     return model.to(device).eval()
+
+
+def load_detector(path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """The detector (weights/detector.pt by default), in eval mode."""
+    from sixd_pose_ros.models.detector import Detector, DetectorConfig
+
+    return _load_model(Path(path) if path else WEIGHTS_DIR / "detector.pt", DetectorConfig, Detector, device)
 
 
 def load_refiner(path: str | Path | None = None, device: str | torch.device = "cpu"):
-    """The volume refiner from a weights file (default: the shipped weights/refiner.pt), in eval mode."""
+    """The volume refiner (weights/refiner.pt by default), in eval mode."""
     from sixd_pose_ros.models.refiner import RefinerConfig, VolumeRefiner
 
-    data = load_weights(Path(path) if path else WEIGHTS_DIR / "refiner.pt")
-    model = VolumeRefiner(RefinerConfig(**data["config"]))
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval()
+    return _load_model(Path(path) if path else WEIGHTS_DIR / "refiner.pt", RefinerConfig, VolumeRefiner, device)
 
 
 def load_autoencoder(path: str | Path | None = None, device: str | torch.device = "cpu"):
     """The shape/pose autoencoder (weights/autoencoder.pt by default), in eval mode."""
     from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder
 
-    data = load_weights(Path(path) if path else WEIGHTS_DIR / "autoencoder.pt")
-    cfg = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
-    model = DisentangledAutoencoder(cfg)
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval()
+    return _load_model(Path(path) if path else WEIGHTS_DIR / "autoencoder.pt", AutoencoderConfig,
+                       DisentangledAutoencoder, device)
 
 
 def weights_identity(path: str | Path) -> str:
