@@ -63,6 +63,10 @@ def test_setup_py_installs_what_colcon_and_ros2_run_need(tmp_path):
     site = next((prefix / "lib").glob("python3*/site-packages"))
     assert (site / "sixd_pose_ros" / "render" / "rasterizer.py").is_file()
     assert not (site / "test").exists(), "tests must not be installed as a package"
+    # Shipped weights and model cards travel with the package (no download on the robot).
+    shipped = sorted(p.name for p in (ROOT / "sixd_pose_ros" / "weights").glob("*") if p.is_file())
+    installed = sorted(p.name for p in (site / "sixd_pose_ros" / "weights").glob("*")) if shipped else []
+    assert shipped == installed, f"weights not installed: {shipped} vs {installed}"
 
 
 def test_console_script_runs():

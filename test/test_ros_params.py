@@ -37,7 +37,7 @@ def test_defaults_with_one_object(db):
     assert p.mode == "known_model" and p.objects == (db,) and p.weights_dir == ""
     assert (p.image_topic, p.depth_topic, p.camera_info_topic) == (
         "color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
-    assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 3 and p.use_depth
+    assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 0 and p.use_depth
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
 
 
@@ -82,7 +82,7 @@ def test_weights_folder_is_checked(tmp_path, db):
         objects=[db], weights_dir=str(tmp_path / "none"))
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "detector.pt").write_bytes(b"x")
-    text = _problems(objects=[db], weights_dir=str(tmp_path / "w"))
+    text = _problems(objects=[db], weights_dir=str(tmp_path / "w"), refine_iterations=3)
     assert "lacks ['autoencoder.pt', 'refiner.pt']" in text
     text = _problems(objects=[db], weights_dir=str(tmp_path / "w"), refine_iterations=0)
     assert "lacks ['autoencoder.pt']" in text
@@ -121,7 +121,7 @@ def test_declared_on_a_node_wrong_types_reach_validation():
         declare_parameters(node)
         values = read_parameters(node)
         assert values["objects"] == "/only/one/folder" and values["min_score"] == 1
-        assert values["refine_iterations"] == 3  # untouched defaults
+        assert values["refine_iterations"] == 0  # untouched defaults
         text = str(pytest.raises(ParameterError, validate_params, values).value)
         assert "slop: 'fast' is not a number" in text and "min_score" not in text
         assert node.describe_parameter("min_score").description.startswith("detections scoring below")

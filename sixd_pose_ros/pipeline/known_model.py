@@ -7,7 +7,7 @@ loaded; a frame costs one backbone pass for all objects plus a few small network
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -49,7 +49,9 @@ class KnownModelConfig:
     refine_iterations: int = 3
     use_depth: bool = True
     crop_size: int = 128
-    stage_ms: dict = field(default_factory=dict)
+    # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
+    # image at these scales as well extends that to near objects (x0.5: up to 340 px).
+    detection_scales: tuple[float, ...] = (1.0, 0.5)
 
 
 class KnownModelEstimator:
@@ -87,24 +89,38 @@ class KnownModelEstimator:
     def estimate(self, frame: Frame) -> list[ObjectPose]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        query = _images(frame.rgb[None])
-        qfeat = self.detector.query_features(query)
+        pyramid = []
+        height, width = frame.rgb.shape[:2]
+        for s in self.config.detection_scales:
+            image = frame.rgb if s == 1.0 else cv2.resize(
+                frame.rgb, (max(16, round(width * s)), max(16, round(height * s))), interpolation=cv2.INTER_AREA)
+            pyramid.append((s, image.shape[:2], self.detector.query_features(_images(image[None]))))
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
         results = []
         for obj in self.objects:
-            pose = self._estimate_one(frame, qfeat, obj, timings)
+            pose = self._estimate_one(frame, pyramid, obj, timings)
             if pose is not None:
                 results.append(pose)
         return results
 
-    def _estimate_one(self, frame: Frame, qfeat, obj: _LoadedObject, timings: dict) -> ObjectPose | None:
+    def _detect(self, pyramid, obj: _LoadedObject):
+        """Best detection over the image pyramid, in full-resolution pixels."""
+        best = None
+        for s, hw, qfeat in pyramid:
+            det = decode(self.detector.detect(qfeat, obj.det_refs), hw, self.detector.cfg.ref_size)[0]
+            if np.isfinite(det.score) and (best is None or det.score > best.score):
+                det.center_xy = det.center_xy / s
+                det.box_size = det.box_size / s
+                best = det
+        return best
+
+    def _estimate_one(self, frame: Frame, pyramid, obj: _LoadedObject, timings: dict) -> ObjectPose | None:
         cfg, K = self.config, frame.K
         norm = obj.db.references.normalization
         t0 = time.perf_counter()
-        det = decode(self.detector.detect(qfeat, obj.det_refs), frame.rgb.shape[:2],
-                     self.detector.cfg.ref_size)[0]
+        det = self._detect(pyramid, obj)
         timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
-        if not np.isfinite(det.score) or det.score < cfg.min_detection_score:
+        if det is None or det.score < cfg.min_detection_score:
             return None
         center = norm.scale * initial_translation(det.center_xy, det.box_size, K)
         try:

@@ -37,7 +37,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "frames.tf_prefix": ("sixd_", "TF child frame of an object = <tf_prefix><object name>"),
     "frames.camera_frame": ("", "override the camera frame of the outputs; empty = the colour image's frame_id"),
     "min_score": (0.3, "detections scoring below this (0..1) are reported absent: no pose, no TF"),
-    "refine_iterations": (3, "volume refiner iterations per object (0 = codebook pose only, faster)"),
+    "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
+                                "CPU-trained refiner does not improve poses yet, see its model card)"),
     "use_depth": (True, "subscribe to depth and align poses to it; false = RGB only"),
     "max_rate_hz": (0.0, "process at most this many frames per second (0 = as fast as the estimator runs)"),
     "slop": (0.05, "approximate-time sync: max stamp difference (s) between image, depth and camera_info"),
