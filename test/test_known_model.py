@@ -63,7 +63,7 @@ def test_estimator_runs_end_to_end_with_built_database(tmp_path, demo):
     _, _, R, t, out = demo
     weights = save_untrained_weights(tmp_path / "weights")
     db, _ = build_small_database(weights, tmp_path)
-    est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(min_detection_score=0.0))
+    est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(min_detection_score=0.0, refine_iterations=1))
     frame = Frame(out.rgb[0], K, out.depth[0])
     poses = est.estimate(frame)
     assert len(poses) == 1

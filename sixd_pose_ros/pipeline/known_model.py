@@ -46,7 +46,8 @@ class _LoadedObject:
 @dataclass
 class KnownModelConfig:
     min_detection_score: float = 0.3  # below it the object is reported absent (no output)
-    refine_iterations: int = 3
+    # 0 until a trained refiner improves poses (the shipped CPU one does not: weights/refiner_card.md).
+    refine_iterations: int = 0
     use_depth: bool = True
     crop_size: int = 128
     # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
