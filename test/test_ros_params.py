@@ -39,6 +39,7 @@ def test_defaults_with_one_object(db):
         "color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
     assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 0 and p.use_depth
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
+    assert p.tracking_enabled and p.tracking_min_health == 0.5 and p.tracking_max_lost_frames == 2
 
 
 def test_lenient_where_the_meaning_is_clear(db):
@@ -60,6 +61,9 @@ def test_lenient_where_the_meaning_is_clear(db):
     ({"frames.tf_prefix": "/sixd_"}, "frames.tf_prefix: '/sixd_' must be a string without spaces or a leading '/'"),
     ({"topics.image": "color image"}, "topics.image: 'color image' is not a valid topic name"),
     ({"topics.depth": ""}, "topics.depth: '' is not a topic name"),
+    ({"tracking.enabled": "yes"}, "tracking.enabled: 'yes' is not a boolean; use tracking.enabled:=true"),
+    ({"tracking.min_health": 1.2}, "tracking.min_health: 1.2 is out of range [0.0, 1.0]"),
+    ({"tracking.max_lost_frames": 0}, "tracking.max_lost_frames: 0 must be >= 1"),
 ])
 def test_each_bad_value_names_its_fix(db, values, expected):
     assert expected in _problems(objects=[db], **values)

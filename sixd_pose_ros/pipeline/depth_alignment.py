@@ -7,6 +7,17 @@ its silhouette (robust median ratio), then point-to-point ICP on the observed po
 model aligns the rest. An update that moves the object too far is rejected: a wrong ICP
 basin is worse than a slightly-off RGB pose.
 
+It also says how well the model explains the observation at the pose it returns (``agreement``,
+the health measure tracking uses): the visible surface rendered at the input pose, carried to
+the output pose by the update just computed (no second render: the update is small), projected,
+and compared with the observed depth at those pixels. Agreement is the fraction of points whose
+observed depth lies within max(2 cm, 2 % of the distance) of the model's; points where the
+sensor has no measurement do not count either way, but when fewer than a quarter of the points
+have one there is too little evidence and the agreement is 0. The tolerance is tight on
+purpose: at 5 % of the distance (3.5 cm at 0.7 m), a drill pose lying flat in the table after
+ICP, or 60 degrees off, scored 0.5-0.6 (the table explains much of a wrong pose), against
+0.2-0.35 at 2 cm; the right pose scores 0.94-1.0 on rendered depth.
+
 ICP is our own (scipy cKDTree, trimmed correspondences) because Open3D is a ~400 MB wheel
 for a 20-line loop here; the trimmed variant matters since the observed points in the box
 include table and occluders.
@@ -29,6 +40,9 @@ class DepthAlignment:
     depth_ratio: float  # observed / rendered median depth that was applied (1.0 = none)
     icp_rmse: float | None  # meters, of the kept correspondences; None when ICP was skipped
     accepted: bool  # False: the update was rejected and the input pose returned
+    # Fraction (0..1) of the visible model surface at the returned pose that the observed depth
+    # confirms (see the module docstring); 0 when rejected or without enough measurements.
+    agreement: float = 0.0
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,19 +53,75 @@ def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return R, cd - R @ cs
 
 
+def depth_agreement(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.ndarray, R_to: np.ndarray,
+                    t_to: np.ndarray, depth: np.ndarray, K: np.ndarray, *, tol_m: float = 0.02,
+                    tol_fraction: float = 0.02, min_measured: float = 0.25, max_points: int = 3000) -> float:
+    """Fraction of the visible model surface at pose (R_to, t_to) that the observed depth confirms.
+
+    Args:
+        rendered_depth: (H, W) meters, the model rendered at (R_from, t_from) (0 = background).
+        R_from, t_from, R_to, t_to: object-to-camera poses (meters); the rendered surface points
+            are carried from the first to the second (fine for the small updates of alignment
+            and tracking: self-occlusion is not re-evaluated).
+        depth: (H, W) observed meters, 0 = no measurement. K: (3, 3).
+        tol_m, tol_fraction: a point agrees when |observed - model| <= max(tol_m, tol_fraction * z).
+        min_measured: below this fraction of points with a measurement the answer is 0.
+    Returns:
+        agreement in [0, 1].
+    """
+    v, u = np.nonzero(rendered_depth > 0)
+    if len(v) < 30:
+        return 0.0
+    if len(v) > max_points:
+        keep = np.linspace(0, len(v) - 1, max_points).astype(np.int64)
+        v, u = v[keep], u[keep]
+    z = rendered_depth[v, u].astype(np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    pts = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=1)
+    moved = (pts - t_from) @ R_from @ R_to.T + t_to  # camera(from) -> object -> camera(to)
+    zm = moved[:, 2]
+    front = zm > 1e-6
+    height, width = depth.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        um = np.round(fx * moved[:, 0] / zm + cx)
+        vm = np.round(fy * moved[:, 1] / zm + cy)
+    inside = front & (um >= 0) & (um < width) & (vm >= 0) & (vm < height)
+    observed = np.zeros(len(z))
+    observed[inside] = depth[vm[inside].astype(np.int64), um[inside].astype(np.int64)]
+    measured = inside & (observed > 0)
+    if measured.sum() < max(30, min_measured * len(z)):
+        return 0.0
+    tol = np.maximum(tol_m, tol_fraction * zm[measured])
+    return float(np.mean(np.abs(observed[measured] - zm[measured]) <= tol))
+
+
 def align_to_depth(mesh: RenderMesh, model_points: np.ndarray, R: np.ndarray, t: np.ndarray,
                    depth: np.ndarray, K: np.ndarray, diameter: float, *, icp_iters: int = 15,
-                   max_move_fraction: float = 0.25, trim: float = 0.7) -> DepthAlignment:
-    """Refine a metric pose (R, t) with a registered depth image (meters, 0 = none)."""
+                   max_move_fraction: float = 0.25, trim: float = 0.7,
+                   agreement_tol: tuple[float, float] = (0.02, 0.02)) -> DepthAlignment:
+    """Refine a metric pose (R, t) with a registered depth image (meters, 0 = none).
+
+    agreement_tol: (meters, fraction of the distance) for ``DepthAlignment.agreement``.
+    """
+    result = _align(mesh, model_points, R, t, depth, K, diameter, icp_iters, max_move_fraction, trim)
+    alignment, rendered_depth = result
+    if rendered_depth is not None and alignment.accepted:
+        alignment.agreement = depth_agreement(rendered_depth, R, t, alignment.R, alignment.t, depth, K,
+                                              tol_m=agreement_tol[0], tol_fraction=agreement_tol[1])
+    return alignment
+
+
+def _align(mesh, model_points, R, t, depth, K, diameter, icp_iters, max_move_fraction, trim):
     height, width = depth.shape
     rendered = render([mesh], R, t, K, width, height)
     sil = rendered.mask[0] > 0
     both = sil & (depth > 0)
     if both.sum() < 30:
-        return DepthAlignment(R, t, 1.0, None, False)
+        return DepthAlignment(R, t, 1.0, None, False), None
     ratio = float(np.median(depth[both] / rendered.depth[0][both]))
     if not 0.6 < ratio < 1.6:
-        return DepthAlignment(R, t, 1.0, None, False)
+        return DepthAlignment(R, t, 1.0, None, False), None
+    rendered_depth = rendered.depth[0]
     t1 = t * ratio  # slide along the ray through the camera centre: the projection stays put
     # Observed points where the object should be (silhouette grown a little for the RGB error).
     import cv2
@@ -61,7 +131,7 @@ def align_to_depth(mesh: RenderMesh, model_points: np.ndarray, R: np.ndarray, t:
     near = np.abs(observed[:, 2] - float(np.median(depth[both]))) < diameter
     observed = observed[near]
     if len(observed) < 30:
-        return DepthAlignment(R, t1, ratio, None, True)
+        return DepthAlignment(R, t1, ratio, None, True), rendered_depth
     if len(observed) > 4000:
         observed = observed[np.random.default_rng(0).choice(len(observed), 4000, replace=False)]
     tree = cKDTree(observed)
@@ -83,5 +153,5 @@ def align_to_depth(mesh: RenderMesh, model_points: np.ndarray, R: np.ndarray, t:
             break
     moved = np.linalg.norm((R_i - R) @ model_points.T, axis=0).mean() + np.linalg.norm(t_i - t1)
     if moved > max_move_fraction * diameter:
-        return DepthAlignment(R, t1, ratio, rmse, True)  # keep the depth fix, reject ICP
-    return DepthAlignment(R_i, t_i, ratio, rmse, True)
+        return DepthAlignment(R, t1, ratio, rmse, True), rendered_depth  # keep the depth fix, reject ICP
+    return DepthAlignment(R_i, t_i, ratio, rmse, True), rendered_depth

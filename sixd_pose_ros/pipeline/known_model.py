@@ -3,11 +3,21 @@
 Everything per object that does not depend on the frame (detector kernels of the references,
 refiner features of the references, the codebook on the device) is computed when the object is
 loaded; a frame costs one backbone pass for all objects plus a few small networks per object.
+
+Tracking (``KnownModelConfig.tracking``, see pipeline/tracking.py): once an object has a
+confident pose, its next frames start from the previous pose and run refinement only: the
+volume refiner when ``refine_iterations > 0``, then depth alignment (ray slide + ICP), which is
+what refines well today. Health is the depth agreement at the new pose; the backbone and the
+detector do not run at all while every object is tracked. Without depth there is no health
+measure and no refinement that works with the shipped weights (the refiner does not improve
+poses yet), so without depth every frame runs detection. ``ObjectPose.stage_ms`` names the
+path: ``<name>/track`` or ``<name>/detect``.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +35,7 @@ from sixd_pose_ros.models.refiner import iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
 from sixd_pose_ros.pipeline.depth_alignment import align_to_depth
+from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
 from sixd_pose_ros.render.renderer import RenderMesh
 
@@ -53,6 +64,9 @@ class KnownModelConfig:
     # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
     # image at these scales as well extends that to near objects (x0.5: up to 340 px).
     detection_scales: tuple[float, ...] = (1.0, 0.5)
+    # Off unless asked (each frame on its own, as evaluation over single frames wants); the node
+    # turns it on (parameter tracking.enabled, default true).
+    tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
 
 
 class KnownModelEstimator:
@@ -62,6 +76,7 @@ class KnownModelEstimator:
                  config: KnownModelConfig = KnownModelConfig()) -> None:
         self.detector, self.autoencoder, self.refiner = detector, autoencoder, refiner
         self.config = config
+        self.tracker = Tracker(config.tracking)
         self.objects: list[_LoadedObject] = []
         with torch.no_grad():
             for db in databases:
@@ -86,9 +101,45 @@ class KnownModelEstimator:
         return cls(dbs, load_detector(weights / "detector.pt"), load_autoencoder(weights / "autoencoder.pt"),
                    refiner, config)
 
+    def configure_tracking(self, config: TrackerConfig) -> None:
+        """Replace the tracking settings; every track ends (the next frame detects)."""
+        self.config = dataclasses.replace(self.config, tracking=config)  # the default config is shared
+        self.tracker = Tracker(config)
+
+    def reset_tracking(self, name: str | None = None) -> None:
+        """End the track of one object (or of all): its next frame runs full detection."""
+        self.tracker.reset(name)
+
     @torch.no_grad()
     def estimate(self, frame: Frame) -> list[ObjectPose]:
         timings: dict[str, float] = {}
+        tracker = self.tracker
+        epoch = tracker.epoch
+        with_depth = self.config.use_depth and frame.depth is not None
+        pyramid = None
+        results = []
+        for obj in self.objects:
+            name = obj.db.name
+            track = None
+            if with_depth and not tracker.wants_detection(name, frame.stamp_ns):
+                track = tracker.track(name)
+            elif not with_depth and tracker.track(name) is not None:
+                tracker.reset(name)  # no depth, no health: the track cannot go on
+            if track is not None:
+                pose = self._track_one(frame, obj, track, timings)
+                tracker.update(name, pose, pose.health, frame.stamp_ns, epoch=epoch)
+                if pose.health >= tracker.config.min_health:
+                    results.append(pose)
+                continue
+            if pyramid is None:
+                pyramid = self._pyramid(frame, timings)
+            pose = self._estimate_one(frame, pyramid, obj, timings)
+            tracker.update(name, pose, pose.health if pose is not None else None, frame.stamp_ns, epoch=epoch)
+            if pose is not None:
+                results.append(pose)
+        return results
+
+    def _pyramid(self, frame: Frame, timings: dict) -> list:
         t0 = time.perf_counter()
         pyramid = []
         height, width = frame.rgb.shape[:2]
@@ -97,12 +148,23 @@ class KnownModelEstimator:
                 frame.rgb, (max(16, round(width * s)), max(16, round(height * s))), interpolation=cv2.INTER_AREA)
             pyramid.append((s, image.shape[:2], self.detector.query_features(_images(image[None]))))
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
-        results = []
-        for obj in self.objects:
-            pose = self._estimate_one(frame, pyramid, obj, timings)
-            if pose is not None:
-                results.append(pose)
-        return results
+        return pyramid
+
+    def _track_one(self, frame: Frame, obj: _LoadedObject, track, timings: dict) -> ObjectPose:
+        """One tracking step from the track's pose: refiner (if on), then depth alignment."""
+        cfg, name = self.config, obj.db.name
+        t0 = time.perf_counter()
+        R, t = track.R.copy(), track.t.copy()
+        if self.refiner is not None and cfg.refine_iterations > 0:
+            R, t = self._refine(frame, obj, R, t)
+        tc = cfg.tracking
+        aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, frame.K, obj.diameter,
+                                 agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+        R, t = aligned.R, aligned.t
+        health = float(aligned.agreement)
+        timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
+        return ObjectPose(name, R, t, health, _projected_box(obj.surface_points, R, t, frame.K),
+                          metric=True, stage_ms=dict(timings), tracked=True, health=health)
 
     def _detect(self, pyramid, obj: _LoadedObject):
         """Best detection over the image pyramid, in full-resolution pixels."""
@@ -138,16 +200,19 @@ class KnownModelEstimator:
             t2 = time.perf_counter()
             R, t = self._refine(frame, obj, R, t)
             timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
+        health = None
         if cfg.use_depth and frame.depth is not None:
             t3 = time.perf_counter()
-            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter)
-            R, t = aligned.R, aligned.t
+            tc = cfg.tracking
+            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter,
+                                     agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+            R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
         half = det.box_size / 2
         box = np.array([det.center_xy[0] - half, det.center_xy[1] - half,
                         det.center_xy[0] + half, det.center_xy[1] + half])
         return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(sim[0, 0], 0.0)), box,
-                          metric=True, stage_ms=dict(timings))
+                          metric=True, stage_ms=dict(timings), health=health)
 
     def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
         norm = obj.db.references.normalization
@@ -164,3 +229,13 @@ class KnownModelEstimator:
         except ValueError:
             return R, t
         return norm.pose_to_metric(R_n, t_n)
+
+
+def _projected_box(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) pixels bounding the model points at pose (R, t)."""
+    cam = points @ R.T + t
+    cam = cam[cam[:, 2] > 1e-6]
+    if len(cam) == 0:
+        return np.zeros(4)
+    uv = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+    return np.concatenate([uv.min(0), uv.max(0)])

@@ -101,6 +101,11 @@ class ObjectPose:
     box: np.ndarray  # (4,) x0, y0, x1, y1 pixels
     metric: bool = True  # False: model-free mode without depth, translation up to scale
     stage_ms: dict = field(default_factory=dict)
+    # True: a tracking step from the previous frame's pose made it (then score is its health);
+    # False: full detection did.
+    tracked: bool = False
+    # How well the model explains the observed depth at this pose (0..1), None without depth.
+    health: float | None = None
 
 
 class Estimator(Protocol):

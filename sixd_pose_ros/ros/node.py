@@ -4,7 +4,8 @@ Transitions (``ros2 lifecycle set /sixd_pose_node configure`` etc., or ``main()`
 configure + activate itself when ``autostart`` is true):
 
 - configure: read and validate the parameters, load the estimator (weights, object
-  databases), create the publishers, ``/diagnostics`` and the ``~/reset`` service. A bad
+  databases) and set its tracking (``tracking.*``), create the publishers, ``/diagnostics`` and
+  the ``~/reset`` service (which also ends every object's track). A bad
   parameter or a missing file fails the transition with a message naming the fix.
 - activate: subscribe to image, camera_info (and depth when ``use_depth``) with sensor-data
   QoS, start the approximate-time synchronizer and the worker thread.
@@ -117,6 +118,7 @@ class SixdPoseNode(_BaseNode):
                 torch.set_num_threads(self.params.num_threads)
             t0 = time.perf_counter()
             self.estimator, self.infos = self._estimator_factory(self.params)
+            self._configure_tracking()
         except (ParameterError, SixdPoseError) as exc:
             return self._configure_failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug, but the node must say what happened
@@ -135,6 +137,18 @@ class SixdPoseNode(_BaseNode):
                                f"TF via {self.outputs.tf_backend}, images via "
                                f"{'cv_bridge' if uses_cv_bridge() else 'numpy'}")
         return SUCCESS
+
+    def _configure_tracking(self) -> None:
+        """Hand the tracking.* parameters to an estimator that tracks (KnownModelEstimator)."""
+        configure = getattr(self.estimator, "configure_tracking", None)
+        if configure is None:
+            return
+        from sixd_pose_ros.pipeline.tracking import TrackerConfig
+
+        p = self.params
+        configure(TrackerConfig(enabled=p.tracking_enabled, min_health=p.tracking_min_health,
+                                min_start_health=min(1.0, p.tracking_min_health + 0.1),
+                                max_lost_frames=p.tracking_max_lost_frames))
 
     def _configure_failed(self, message: str) -> TransitionCallbackReturn:
         self.configure_error = message
@@ -348,10 +362,13 @@ class SixdPoseNode(_BaseNode):
             self._sync.reset()
         if self._worker is not None:
             self._worker.clear()
+        reset_tracking = getattr(self.estimator, "reset_tracking", None)
+        if reset_tracking is not None:
+            reset_tracking()  # every object's next frame runs full detection
         self.stats.reset()
         self._warned.clear()
         response.success = True
-        response.message = "synchronizer, pending frame, statistics and warnings reset"
+        response.message = "synchronizer, pending frame, object tracks, statistics and warnings reset"
         self.get_logger().info(response.message)
         return response
 

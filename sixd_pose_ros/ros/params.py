@@ -40,6 +40,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
                                 "CPU-trained refiner does not improve poses yet, see its model card)"),
     "use_depth": (True, "subscribe to depth and align poses to it; false = RGB only"),
+    "tracking.enabled": (True, "after a confident pose, later frames start from the previous pose and run "
+                               "refinement only (needs depth; without it every frame runs detection)"),
+    "tracking.min_health": (0.5, "a tracked pose whose depth agreement (0..1) is below this is lost: not "
+                                 "published; a detection needs a little more to start a track"),
+    "tracking.max_lost_frames": (2, "this many lost frames in a row end a track: the next frame runs full "
+                                    "detection"),
     "max_rate_hz": (0.0, "process at most this many frames per second (0 = as fast as the estimator runs)"),
     "slop": (0.05, "approximate-time sync: max stamp difference (s) between image, depth and camera_info"),
     "queue_size": (10, "approximate-time sync: messages kept per input"),
@@ -71,6 +77,9 @@ class NodeParams:
     min_score: float
     refine_iterations: int
     use_depth: bool
+    tracking_enabled: bool
+    tracking_min_health: float
+    tracking_max_lost_frames: int
     max_rate_hz: float
     slop: float
     queue_size: int
@@ -206,6 +215,9 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         min_score=_as_float("min_score", v["min_score"], problems, 0.0, 1.0),
         refine_iterations=_as_int("refine_iterations", v["refine_iterations"], problems, 0),
         use_depth=_as_bool("use_depth", v["use_depth"], problems),
+        tracking_enabled=_as_bool("tracking.enabled", v["tracking.enabled"], problems),
+        tracking_min_health=_as_float("tracking.min_health", v["tracking.min_health"], problems, 0.0, 1.0),
+        tracking_max_lost_frames=_as_int("tracking.max_lost_frames", v["tracking.max_lost_frames"], problems, 1),
         max_rate_hz=_as_float("max_rate_hz", v["max_rate_hz"], problems, 0.0),
         slop=_as_float("slop", v["slop"], problems, 0.0, 10.0, lo_open=True),
         queue_size=_as_int("queue_size", v["queue_size"], problems, 1),
