@@ -25,7 +25,7 @@ from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_object
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
 )
 
 
@@ -86,17 +86,12 @@ def evaluate_autoencoder(model: DisentangledAutoencoder, n_objects: int, n_sampl
 
 
 def train_autoencoder(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
-    dist = setup_distributed()
-    seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    dist, rng = start_run(cfg)
     model_cfg = AutoencoderConfig.preset(cfg.model_preset)
-    model = DisentangledAutoencoder(model_cfg).to(dist.device)
-    maybe_init_from(model, cfg)
+    model = prepare_model(DisentangledAutoencoder(model_cfg), cfg, dist)
     bank = ShapeEmbedding.from_config(model_cfg, cfg.train_objects).to(dist.device)
     net = wrap_model(_LossModule(model, bank), dist)
     opt, sched = make_optimizer(model, cfg)
-    rng = np.random.default_rng((cfg.seed, dist.rank))
     per_step = int(cfg.extra.get("objects_per_step", 4))
     rotations_per_object = max(1, cfg.batch_size // per_step)
     occluders = _occluders(8, cfg.train_objects)  # training split, outside the object pool

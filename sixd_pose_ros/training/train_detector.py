@@ -17,7 +17,7 @@ from tqdm import tqdm
 from sixd_pose_ros.models.detector import Detector, DetectorConfig, decode, detector_loss, targets_from_ground_truth
 from sixd_pose_ros.training.pose_samples import DetectorSample, detector_sample, pose_object
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
 )
 
 
@@ -67,16 +67,11 @@ def evaluate_detector(model: Detector, n_objects: int, n_samples: int, n_refs: i
 
 
 def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
-    dist = setup_distributed()
-    seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    dist, rng = start_run(cfg)
     model_cfg = DetectorConfig.preset(cfg.model_preset)
-    model = Detector(model_cfg).to(dist.device)
-    maybe_init_from(model, cfg)
+    model = prepare_model(Detector(model_cfg), cfg, dist)
     net = wrap_model(model, dist)
     opt, sched = make_optimizer(model, cfg)
-    rng = np.random.default_rng((cfg.seed, dist.rank))
     groups = int(cfg.extra.get("objects_per_step", 2))
     refs_per_step = int(cfg.extra.get("refs_per_step", 16))
     per_group = max(1, cfg.batch_size // groups)

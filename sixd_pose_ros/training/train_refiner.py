@@ -38,7 +38,7 @@ from sixd_pose_ros.training.pose_samples import (
 from sixd_pose_ros.training.scenes import jitter_color, random_texture
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, maybe_init_from, seed_everything, setup_distributed, wrap_model,
+    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
 )
 
 
@@ -127,16 +127,11 @@ def evaluate_refiner(model: VolumeRefiner, n_objects: int, n_samples: int, n_ref
 
 
 def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
-    dist = setup_distributed()
-    seed_everything(cfg.seed + dist.rank, cfg.deterministic)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    dist, rng = start_run(cfg)
     model_cfg = refiner_config(cfg)
-    model = VolumeRefiner(model_cfg).to(dist.device)
-    maybe_init_from(model, cfg)
+    model = prepare_model(VolumeRefiner(model_cfg), cfg, dist)
     net = wrap_model(model, dist)
     opt, sched = make_optimizer(model, cfg)
-    rng = np.random.default_rng((cfg.seed, dist.rank))
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="train refiner", disable=not (progress and dist.is_main))

@@ -173,3 +173,20 @@ def maybe_init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Start from cfg.init_from when set: a later, longer run continues an earlier one."""
     if cfg.init_from:
         model.load_state_dict(load_weights(cfg.init_from)["state_dict"])
+
+
+def start_run(cfg: TrainConfig) -> tuple[DistInfo, np.random.Generator]:
+    """Devices (and DDP under torchrun), seeds, CPU threads, and the run's sample stream (one
+    per rank, so ranks never render the same sample)."""
+    dist_info = setup_distributed()
+    seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return dist_info, np.random.default_rng((cfg.seed, dist_info.rank))
+
+
+def prepare_model(model: torch.nn.Module, cfg: TrainConfig, dist_info: DistInfo) -> torch.nn.Module:
+    """The model on the run's device, started from cfg.init_from when given."""
+    model = model.to(dist_info.device)
+    maybe_init_from(model, cfg)
+    return model
