@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import pytest
 
@@ -10,6 +11,22 @@ import pytest
 # domain per run keeps parallel runs (two developers, CI) from hearing each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+
+
+@contextmanager
+def torch_single_thread():
+    """One torch thread, restored afterwards with oneDNN's switch (training turns it off for
+    determinism): on the 2 shared CI cores, two OpenMP threads are slower as soon as anything
+    else runs, and these tests are small."""
+    import torch
+
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
 
 
 def has_cuda() -> bool:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 import torch.nn.functional as F
 
@@ -30,10 +31,8 @@ TINY = AutoencoderConfig(code_dim=64, base=8, crop=64, hidden=64, enc_blocks=(0,
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_single_thread():
+        yield
 
 
 def _rotations(n: int, seed: int) -> torch.Tensor:

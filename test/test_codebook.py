@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 import trimesh
 from torch import nn
@@ -38,11 +39,8 @@ from sixd_pose_ros.render.renderer import RenderMesh, render
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Training jobs share these cores: one torch thread, restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_single_thread():
+        yield
 
 
 class TinyEncoder(nn.Module):
@@ -104,13 +102,9 @@ def views64(mesh):
 
 @pytest.fixture(scope="module")
 def small_codebook(mesh, encoder) -> Codebook:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_single_thread():
         return build_codebook(mesh, encoder, subdivisions=1, n_inplane=8, size=64, batch=64,
                               progress=False, name="boxes", encoder_id="a" * 64)
-    finally:
-        torch.set_num_threads(old)
 
 
 def _direct_crop(mesh, R, size):

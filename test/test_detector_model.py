@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 
 from sixd_pose_ros.geometry import crop_affine, project
@@ -36,11 +37,8 @@ TINY = DetectorConfig(base=8, feat_dim=16, corr_groups=2, ref_size=64,
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """2 shared cores: OpenMP threads that spin against other processes are much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_single_thread():
+        yield
 
 
 def _n_params(m: torch.nn.Module) -> int:

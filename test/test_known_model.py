@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import torch_single_thread
 
 from sixd_pose_ros.geometry.pose_errors import add_error
 from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle
@@ -18,10 +18,8 @@ K = np.array([[600.0, 0, 322.0], [0, 598.0, 241.0], [0, 0, 1.0]])
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 import trimesh
 from torch import nn
@@ -35,11 +36,8 @@ SMALL = dict(subdivisions=1, n_inplane=4, n_references=8, size=64, progress=Fals
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Training jobs share these cores: one torch thread, restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_single_thread():
+        yield
 
 
 class TinyEncoder(nn.Module):
@@ -85,13 +83,9 @@ def mesh_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, mesh_file, encoder) -> Path:
     """One complete database (with codebook); tests copy it before damaging it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_single_thread():
         out = tmp_path_factory.mktemp("objects")
         return build_object_database(mesh_file, "part", out, "mm", encoder, ENC_ID, **SMALL)
-    finally:
-        torch.set_num_threads(old)
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import torch_single_thread
 
 SMOKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_smoke" / "lmo_scene2_frame3"
 
@@ -25,12 +25,8 @@ def test_known_model_runs_on_the_real_frame(tmp_path):
     spec = importlib.util.spec_from_file_location("real_smoke", Path(__file__).resolve().parents[1] / "scripts" / "real_smoke.py")
     real_smoke = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(real_smoke)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_single_thread():
         report = real_smoke.run(tmp_path, subdivisions=1, n_inplane=6)
-    finally:
-        torch.set_num_threads(threads)
     for mode in ("rgbd", "rgb"):
         r = report[mode]
         assert r["found"] in (True, False)

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 import torch.nn.functional as F
 
@@ -72,12 +73,8 @@ def _random_pose_pair(n: int, rng: np.random.Generator):
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """One torch thread: on the 2 shared CI cores, 2 threads are slower as soon as anything else
-    runs (OpenMP barriers), and these tests are small."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from conftest import torch_single_thread
 
 pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 
@@ -21,14 +21,10 @@ def test_demo_plays_frames_through_the_node_and_scores_them(tmp_path):
     weights.mkdir()
     with pytest.raises(SixdPoseError, match="sixd-pose train"):
         run_demo(tmp_path / "out", weights=weights, progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_single_thread():
         save_untrained_weights(weights)
         summary = run_demo(tmp_path / "out", weights=weights, progress=False,
                            codebook={"subdivisions": 1, "n_inplane": 4, "n_references": 16})
-    finally:
-        torch.set_num_threads(threads)
     dds = summary["over_dds"]
     assert dds["frames_published"] == summary["frames"] == 12
     assert dds["poses_received"] >= 1 and dds["latency_ms_median"] > 0

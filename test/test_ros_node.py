@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 torch = pytest.importorskip("torch")
@@ -58,15 +59,13 @@ def world(tmp_path_factory):
     from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle
     from sixd_pose_ros.render.renderer import RenderMesh, render
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("ros_node")
-    weights = save_untrained_weights(tmp / "weights")
-    db, obj = build_small_database(weights, tmp)
-    R = matrix_from_axis_angle(np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2]), 2.0)
-    out = render([RenderMesh.from_trimesh(obj.mesh)], R[None], np.array([[0.02, -0.01, 0.6]]), K, W, H)
-    yield SimpleNamespace(weights=str(weights), db=str(db), rgb=out.rgb[0], depth=out.depth[0])
-    torch.set_num_threads(threads)
+    with torch_single_thread():
+        tmp = tmp_path_factory.mktemp("ros_node")
+        weights = save_untrained_weights(tmp / "weights")
+        db, obj = build_small_database(weights, tmp)
+        R = matrix_from_axis_angle(np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2]), 2.0)
+        out = render([RenderMesh.from_trimesh(obj.mesh)], R[None], np.array([[0.02, -0.01, 0.6]]), K, W, H)
+        yield SimpleNamespace(weights=str(weights), db=str(db), rgb=out.rgb[0], depth=out.depth[0])
 
 
 class Harness:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import torch_single_thread
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,10 +34,8 @@ from sixd_pose_ros.models.rotation_encoding import (
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_single_thread():
+        yield
 
 
 def _unit_quats(n: int, seed: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import torch_single_thread
 import trimesh
 
 from sixd_pose_ros.geometry.pose_errors import add_error
@@ -20,10 +20,8 @@ BOX = np.array([10.0, 10.0, 50.0, 50.0])
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_single_thread():
+        yield
 
 
 def _pose(name="a", score=0.9, tracked=False, t=(0.0, 0.0, 0.7)):
@@ -174,11 +172,11 @@ def estimator(tmp_path_factory):
 
     from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
 
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("tracking")
-    weights = save_untrained_weights(root / "weights")  # mechanics only: tracking needs no trained network
-    db, obj = build_small_database(weights, root)
-    est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(), use_refiner=False)
+    with torch_single_thread():
+        root = tmp_path_factory.mktemp("tracking")
+        weights = save_untrained_weights(root / "weights")  # mechanics only: tracking needs no trained network
+        db, obj = build_small_database(weights, root)
+        est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(), use_refiner=False)
     return est, _Scene(obj)
 
 

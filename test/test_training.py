@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import torch_single_thread
 import torch
 
 from sixd_pose_ros.cli import main
@@ -19,11 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)  # training switches oneDNN off for determinism: restore both
-    torch.backends.mkldnn.enabled = mkldnn
+    with torch_single_thread():
+        yield
 
 
 def _tiny_config(tmp_path: Path, model: str, seed: int = 3) -> Path:
