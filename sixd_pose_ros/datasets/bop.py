@@ -537,6 +537,13 @@ def _read_depth_m(path: Path, depth_scale: float) -> np.ndarray:
     return (raw.astype(np.float64) * (depth_scale / 1000.0)).astype(np.float32)
 
 
+def _depth_m_or_zeros(path: Path | None, cam: Mapping[str, Any], shape: tuple[int, ...]) -> np.ndarray:
+    """Depth in meters from a frame's depth image, or all zeros (no measurement) without one."""
+    if path is None:
+        return np.zeros(shape, np.float32)
+    return _read_depth_m(path, float(cam.get("depth_scale", 1.0)))
+
+
 def _read_mask(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
@@ -592,11 +599,7 @@ def read_bop_scene(
             )
         rgb = _to_rgb(_imread(color_path, cv2.IMREAD_UNCHANGED))
         cam = camera[im_id]
-        depth_path = _find_image(scene_dir / "depth", name)
-        if depth_path is not None:
-            depth = _read_depth_m(depth_path, float(cam.get("depth_scale", 1.0)))
-        else:
-            depth = np.zeros(rgb.shape[:2], np.float32)
+        depth = _depth_m_or_zeros(_find_image(scene_dir / "depth", name), cam, rgb.shape[:2])
         yield SceneFrame(
             rgb=rgb,
             depth=depth,
@@ -624,10 +627,7 @@ def read_bop_single_frame(folder: Path | str) -> SceneFrame:
     (key, gts), = gt.items()
     rgb = _to_rgb(_imread(folder / "rgb.png", cv2.IMREAD_UNCHANGED))
     depth_path = folder / "depth.png"
-    if depth_path.is_file():
-        depth = _read_depth_m(depth_path, float(cam.get("depth_scale", 1.0)))
-    else:
-        depth = np.zeros(rgb.shape[:2], np.float32)
+    depth = _depth_m_or_zeros(depth_path if depth_path.is_file() else None, cam, rgb.shape[:2])
     return SceneFrame(
         rgb=rgb,
         depth=depth,
