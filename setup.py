@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sixd_pose_node = sixd_pose_ros.ros.node_main:main",
+            "capture_references = sixd_pose_ros.ros.capture_references:main",
             "sixd-pose = sixd_pose_ros.cli:main",
         ],
     },

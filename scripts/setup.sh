@@ -55,14 +55,18 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && venv_healthy; then
   exit 0
 fi
 
-# --- system libraries: OSMesa for the OpenGL renderer backend on machines without a GPU ---
-if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+# --- system libraries: OSMesa for the OpenGL renderer backend on machines without a GPU, and
+# libusb, which Open3D (the classical registration peer of evaluation) links against ---
+missing_debs=()
+ldconfig -p 2>/dev/null | grep -q libOSMesa || missing_debs+=(libosmesa6)
+ldconfig -p 2>/dev/null | grep -q libusb-1.0 || missing_debs+=(libusb-1.0-0)
+if [ "${#missing_debs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing libosmesa6 (software OpenGL for the pyrender backend)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null
+    log "installing ${missing_debs[*]} (software OpenGL for pyrender; libusb for open3d)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}" >/dev/null
   else
-    log "warning: libOSMesa not found; the pyrender backend needs 'sudo apt-get install libosmesa6'" \
-        "(the default numba renderer does not)"
+    log "warning: missing system packages: 'sudo apt-get install ${missing_debs[*]}' (pyrender's OSMesa" \
+        "backend and open3d need them; the default numba renderer does not)"
   fi
 fi
 

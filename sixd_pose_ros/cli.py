@@ -59,6 +59,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from sixd_pose_ros.training.train_detector import train_detector as train
     elif args.model == "refiner":
         from sixd_pose_ros.training.train_refiner import train_refiner as train
+    elif args.model == "selector":
+        from sixd_pose_ros.training.train_selector import train_selector as train
     else:
         from sixd_pose_ros.training.train_autoencoder import train_autoencoder as train
     result = train(cfg, out, progress=not args.no_progress)
@@ -97,8 +99,23 @@ def _cmd_bench_stages(args: argparse.Namespace) -> None:
                  Path(args.out) if args.out else None)
 
 
+def _cmd_build_object_images(args: argparse.Namespace) -> None:
+    """Object folder for the model_free mode, from posed photos (docs/model_free_inputs.md)."""
+    from sixd_pose_ros.objects.model_free_database import (
+        build_model_free_database,
+        build_summary,
+    )
+
+    path = build_model_free_database(args.images, args.name, args.out, fmt=args.format,
+                                     obj_id=args.obj_id, overwrite=args.overwrite,
+                                     progress=not args.no_progress)
+    print(build_summary(path))
+
+
 def _cmd_build_object(args: argparse.Namespace) -> None:
     """Object folder for the known_model mode; the codebook needs the autoencoder weights."""
+    if getattr(args, "images", None):
+        return _cmd_build_object_images(args)
     import json
 
     import torch
@@ -148,6 +165,24 @@ def _cmd_build_object(args: argparse.Namespace) -> None:
           f"{sec['write']:.1f} s, total {sec['total']:.1f} s")
 
 
+def _cmd_build_engines(args: argparse.Namespace) -> None:
+    from sixd_pose_ros.engines.build import build_engines
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+
+    build_engines(args.backend, args.precision, tuple(args.image), Path(args.weights) if args.weights else WEIGHTS_DIR,
+                  args.objects or (), args.cache, progress=not args.no_progress)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from sixd_pose_ros.evaluation.bench import run_bench
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+
+    run_bench(args.backend.split(","), [int(n) for n in str(args.objects).split(",")], tuple(args.image),
+              args.repeats, args.refine_iterations, args.codebook,
+              Path(args.weights) if args.weights else WEIGHTS_DIR, args.precision, args.threads,
+              Path(args.out) if args.out else None, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sixd-pose", description="6D object pose for robot grasping")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -171,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train", help="train the detector, refiner or autoencoder from scratch (seeded)")
-    p.add_argument("model", choices=["detector", "refiner", "autoencoder"])
+    p = sub.add_parser("train", help="train the detector, refiner, autoencoder or selector from scratch (seeded)")
+    p.add_argument("model", choices=["detector", "refiner", "autoencoder", "selector"])
     p.add_argument("--config", help="training YAML (default config/train_<model>_cpu.yaml; "
                                     "config/train_<model>_gpu.yaml for a GPU, with torchrun for several)")
     p.add_argument("--seed", type=int, help="override the config's seed")
@@ -181,6 +216,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for <model>.pt and its model card (default: the package's weights/)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate on a BOP dataset/scene or a rosbag2 bag: metrics.json, "
+                                    "tables, per-frame CSV, plots")
+    p.add_argument("dataset", help="BOP dataset root, one BOP scene folder, or a rosbag2 bag (folder/.mcap/.db3)")
+    p.add_argument("--mode", choices=("known_model", "model_free"), default="known_model")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--objects", help="comma-separated BOP obj_ids (default: all with a mesh)")
+    p.add_argument("--max-frames", type=int, help="evaluate the first N frames only")
+    p.add_argument("--refs", type=int, default=64, help="model_free: reference frames per object")
+    p.add_argument("--no-depth", action="store_true", help="RGB only (ignore depth)")
+    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
+    p.add_argument("--split", default="test", help="split folder of a BOP dataset root")
+    p.add_argument("--models", help="models folder (default: models/ beside the scenes or the bag)")
+    p.add_argument("--mesh-unit", choices=("auto", "mm", "m"), default="auto",
+                   help="unit of the mesh files (BOP: mm); auto checks against models_info.json")
+    p.add_argument("--objects-dir", help="where object databases are built/reused (default OUT/objects)")
+    p.add_argument("--full-codebook", action="store_true", help="the full 2562x36 codebook (GPU machines)")
+    p.add_argument("--codebook-grid", metavar="SUBxANGLES", help="custom codebook grid, e.g. 2x36 "
+                   "(icosphere subdivisions x in-plane angles): quicker CPU runs")
+    p.add_argument("--refine-iterations", type=int, help="override the estimator's refinement iterations")
+    p.add_argument("--hypotheses", metavar="PEAKSxHITS", help="known_model with depth: detector peaks x codebook "
+                   "hits tried per object and checked against depth (default 3x3; 1x1 = off)")
+    p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
+                                   "linemod, open3d_fpfh_icp")
+    p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")
+    p.add_argument("--ray", metavar="ADDRESS", help="fan out over a Ray cluster ('auto', an address, or "
+                                                   "'local' for a new local one)")
+    p.add_argument("--overlays", type=int, default=0, help="write N overlay images (GT red, estimate green)")
+    p.add_argument("--namespace", default="/camera", help="bag: camera namespace of the default topics")
+    p.add_argument("--color-topic", help="bag: colour image topic (remapping)")
+    p.add_argument("--depth-topic", help="bag: depth image topic (remapping)")
+    p.add_argument("--info-topic", help="bag: camera_info topic (remapping)")
+    p.add_argument("--tf-topic", default="/tf", help="bag: ground-truth TF topic")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("replay", help="play a rosbag2 bag into the live node (simulated time) and score it")
+    p.add_argument("bag", help="rosbag2 folder or its .mcap/.db3 file, with ground truth on /tf")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--rate", type=float, default=1.0, help="playback rate (1.0 = as recorded)")
+    p.add_argument("--objects", help="comma-separated BOP obj_ids (default: all with a mesh)")
+    p.add_argument("--models", help="models folder (default: models/ beside the bag)")
+    p.add_argument("--mesh-unit", choices=("auto", "mm", "m"), default="auto")
+    p.add_argument("--objects-dir", help="where object databases are built/reused (default OUT/objects)")
+    p.add_argument("--namespace", default="/camera", help="camera namespace of the bag's topics")
+    p.add_argument("--color-topic")
+    p.add_argument("--depth-topic")
+    p.add_argument("--info-topic")
+    p.add_argument("--tf-topic", default="/tf")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("eval-stages", help="held-out accuracy of the detector and refiner (table + JSON)")
     p.add_argument("--weights", help="folder with detector.pt and refiner.pt (default: shipped weights)")
@@ -203,9 +289,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numba", choices=["numba", "pyrender"])
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
     p.set_defaults(func=_cmd_bench_render)
+
+    p = sub.add_parser("build-engines", help="export ONNX graphs / build TensorRT engines ahead of time")
+    p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision")
+    p.add_argument("--image", nargs=2, type=int, default=[640, 480], metavar=("W", "H"),
+                   help="camera image size the engines are tuned for")
+    p.add_argument("--objects", nargs="*", help="object folders whose detector heads to build too")
+    p.add_argument("--weights", help="weights folder (default: shipped weights)")
+    p.add_argument("--cache", help="cache folder (default: $SIXD_POSE_CACHE or ~/.cache/sixd_pose_ros/engines)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_build_engines)
+
+    p = sub.add_parser("bench", help="per-stage and end-to-end latency of the estimator per backend (JSON)")
+    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime, torch, or several "
+                                                     "comma-separated (measured side by side)")
+    p.add_argument("--objects", default="1", help="objects in the frame (e.g. 1 or 1,4)")
+    p.add_argument("--image", nargs=2, type=int, default=[640, 480], metavar=("W", "H"))
+    p.add_argument("--repeats", type=int, default=10, help="timed frames per workload")
+    p.add_argument("--refine-iterations", type=int, help="iterations of the 'full' run (default: the "
+                                                         "estimator's); a 3-iteration run is always added")
+    p.add_argument("--codebook", choices=["coarse", "full", "tiny"], help="default: full on a GPU, else coarse")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision")
+    p.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
+    p.add_argument("--weights", help="weights folder (default: shipped weights)")
+    p.add_argument("--out", help="JSON file to write")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("build-object", help="object folder of the known_model mode: mesh, "
                                             "reference views, pose codebook")
-    p.add_argument("--mesh", required=True, help="mesh file (ply/obj/stl/off/glb)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mesh", help="mesh file (ply/obj/stl/off/glb): known_model mode")
+    source.add_argument("--images", help="folder of posed photos: model_free mode (formats: "
+                                         "docs/model_free_inputs.md)")
+    p.add_argument("--format", default="auto", choices=["auto", "folder", "bop", "colmap"],
+                   help="--images input format (default: detected)")
+    p.add_argument("--obj-id", type=int, help="--images BOP scene: the object's id, when the "
+                                              "scene shows several")
     p.add_argument("--unit", help="the mesh file's unit: mm, cm, m, um or in (default: guessed "
                                   "from the size, with a warning)")
     p.add_argument("--name", required=True, help="object name (letters, digits, _): folder, "
@@ -217,6 +337,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build_object)
     return parser
+
+
+def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
+    """'AxB' -> (A, B) for the options that take two counts."""
+    if not text:
+        return None
+    try:
+        a, b = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SixdPoseError(f"{flag} {text!r}: write two integers as AxB, e.g. 3x3") from None
+    if a < 0 or b < 1:
+        raise SixdPoseError(f"{flag} {text!r}: counts must be positive")
+    return a, b
+
+
+def _grid(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    sub, angles = _pair(text, "--codebook-grid")
+    if not (0 <= sub <= 5 and 1 <= angles <= 360):
+        raise SixdPoseError(f"--codebook-grid {text!r}: subdivisions 0..5 and 1..360 angles")
+    return sub, angles
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate on a BOP dataset / scene or a rosbag2 recording; report into --out."""
+    from sixd_pose_ros.evaluation.eval_run import EvalOptions, run_eval
+    from sixd_pose_ros.evaluation.report import format_table
+    from sixd_pose_ros.evaluation.sources import BagTopics
+
+    objects = tuple(int(x) for x in args.objects.split(",")) if args.objects else None
+    options = EvalOptions(
+        mode=args.mode, objects=objects, max_frames=args.max_frames, refs=args.refs,
+        use_depth=not args.no_depth, backend=args.backend, mesh_unit=args.mesh_unit, split=args.split,
+        models=args.models, peers=tuple(p for p in (args.peers or "").split(",") if p),
+        workers=args.workers, ray_address=args.ray, full_codebook=args.full_codebook,
+        codebook_grid=_grid(args.codebook_grid), hypotheses=_pair(args.hypotheses, "--hypotheses"),
+        refine_iterations=args.refine_iterations, overlays=args.overlays, progress=not args.no_progress,
+        topics=BagTopics(namespace=args.namespace, color=args.color_topic, depth=args.depth_topic,
+                         info=args.info_topic, tf=args.tf_topic))
+    summary = run_eval(args.dataset, args.out, options, objects_dir=args.objects_dir)
+    print(format_table(summary))
+    print(f"report in {args.out} (metrics.json, metrics.md, per_frame.csv, plots)")
+
+
+def _cmd_replay(args: argparse.Namespace) -> None:
+    """Play a bag into the live node over DDS (simulated time), score what it publishes."""
+    from sixd_pose_ros.evaluation.eval_run import EvalOptions
+    from sixd_pose_ros.evaluation.live_replay import run_replay
+    from sixd_pose_ros.evaluation.report import format_table
+    from sixd_pose_ros.evaluation.sources import BagTopics
+
+    objects = tuple(int(x) for x in args.objects.split(",")) if args.objects else None
+    options = EvalOptions(objects=objects, mesh_unit=args.mesh_unit, models=args.models,
+                          progress=not args.no_progress,
+                          topics=BagTopics(namespace=args.namespace, color=args.color_topic,
+                                           depth=args.depth_topic, info=args.info_topic, tf=args.tf_topic))
+    summary = run_replay(args.bag, args.out, options, rate=args.rate, objects_dir=args.objects_dir)
+    print(format_table(summary))
+    extra = summary["extra"]
+    print(f"published {extra['frames_published']} frames, answered {extra['frames_answered']}, dropped "
+          f"(node busy) {extra['frames_dropped_busy']}; end-to-end latency median "
+          f"{extra['end_to_end_latency_ms']['median']} ms; report in {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from contextlib import contextmanager
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 # domain per run keeps parallel runs (two developers, CI) from hearing each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+# ONNX exports and engines of a test run go to a folder of its own, not the user's cache.
+os.environ.setdefault("SIXD_POSE_CACHE", tempfile.mkdtemp(prefix="sixd_pose_cache_"))
 
 
 @contextmanager

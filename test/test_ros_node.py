@@ -330,10 +330,10 @@ def test_lifecycle_transitions_and_reset_over_services(h):
             sent.append(h.send())
 
 
-def test_configure_refuses_model_free_and_missing_files(h, world, tmp_path):
+def test_configure_refuses_model_free_without_selector_and_missing_files(h, world, tmp_path):
     cases = [
-        ([Parameter("mode", value="model_free"), Parameter("objects", value=[world.db])],
-         "model_free is not available yet"),
+        ([Parameter("mode", value="model_free"), Parameter("objects", value=[world.db]),
+          Parameter("weights_dir", value=str(world.weights))], "lacks ['selector.pt']"),
         ([Parameter("objects", value=[world.db]), Parameter("weights_dir", value=str(tmp_path / "none"))],
          "is not a folder"),
         ([Parameter("objects", value=[str(tmp_path)])], "has no object.json"),
@@ -377,8 +377,8 @@ def test_the_executable_starts_with_the_yaml_and_stops_cleanly_on_sigint(h, worl
 def test_a_bad_parameter_set_at_runtime_is_refused_with_its_fix(h):
     result = h.node.set_parameters([Parameter("min_score", value=5.0)])[0]
     assert not result.successful and "min_score: 5.0 is out of range [0.0, 1.0]" in result.reason
-    result = h.node.set_parameters([Parameter("mode", value="model_free")])[0]
-    assert not result.successful and "model_free is not available yet" in result.reason
+    result = h.node.set_parameters([Parameter("backend", value="cuda")])[0]
+    assert not result.successful and "backend: 'cuda' is not one of" in result.reason
     assert h.node.set_parameters([Parameter("max_rate_hz", value=5.0)])[0].successful
     assert h.node.get_parameter("max_rate_hz").value == 5.0  # takes effect at the next configure
     h.node.set_parameters([Parameter("max_rate_hz", value=0.0)])

@@ -50,7 +50,8 @@ def test_lenient_where_the_meaning_is_clear(db):
 
 @pytest.mark.parametrize("values, expected", [
     ({"mode": "magic"}, "mode: 'magic' is not a mode; use mode:=known_model"),
-    ({"mode": "model_free"}, "model_free is not available yet"),
+    ({"backend": "cuda"}, "backend: 'cuda' is not one of auto, tensorrt, onnxruntime, torch"),
+    ({"precision": "int4"}, "precision: 'int4' must be fp16 or fp32"),
     ({"min_score": 1.5}, "min_score: 1.5 is out of range [0.0, 1.0]"),
     ({"min_score": "high"}, "min_score: 'high' is not a number"),
     ({"refine_iterations": -1}, "refine_iterations: -1 must be >= 0"),

@@ -575,7 +575,10 @@ def _instances_from_gt(
 
 
 def read_bop_scene(
-    scene_dir: Path | str, *, frame_period_ns: int = DEFAULT_FRAME_PERIOD_NS
+    scene_dir: Path | str,
+    *,
+    frame_period_ns: int = DEFAULT_FRAME_PERIOD_NS,
+    problems: list[tuple[int | None, str]] | None = None,
 ) -> Iterator[SceneFrame]:
     """Yield the frames of a BOP scene folder in ascending ``im_id``.
 
@@ -583,6 +586,12 @@ def read_bop_scene(
     images, as some BOP test sets have none). Masks are read when the files exist, else
     ``None``. BOP stores no time, so ``stamp_ns = im_id * frame_period_ns``; ``frame_id`` is
     the default camera frame and ``im_id`` is set.
+
+    ``problems``: without it an incomplete scene raises :class:`DatasetError`. With a list,
+    evaluation's tolerant mode: a frame without its colour image is skipped, and it, a frame
+    without a ground-truth entry and a scene without ``scene_gt.json`` are appended as
+    ``(im_id or None, message)`` so that results can be marked partial instead of silently
+    shrinking.
     """
     scene_dir = Path(scene_dir)
     if not scene_dir.is_dir():
@@ -590,13 +599,20 @@ def read_bop_scene(
     camera = {int(k): v for k, v in _load_json(scene_dir / "scene_camera.json").items()}
     gt_path = scene_dir / "scene_gt.json"
     gt = {int(k): v for k, v in _load_json(gt_path).items()} if gt_path.is_file() else {}
+    if problems is not None and not gt_path.is_file():
+        problems.append((None, f"{gt_path} is missing: no ground truth for this scene"))
     for im_id in sorted(camera):
         name = f"{im_id:06d}"
         color_path = _find_image(scene_dir / "rgb", name) or _find_image(scene_dir / "gray", name)
         if color_path is None:
-            raise DatasetError(
-                f"no rgb/{name}.png (or .jpg) in {scene_dir}; the scene is incomplete"
-            )
+            message = f"no rgb/{name}.png (or .jpg) in {scene_dir}; the scene is incomplete"
+            if problems is None:
+                raise DatasetError(message)
+            log.warning("%s: frame skipped", message)
+            problems.append((im_id, message))
+            continue
+        if problems is not None and gt and im_id not in gt:
+            problems.append((im_id, f"{gt_path} has no entry for frame {im_id}"))
         rgb = _to_rgb(_imread(color_path, cv2.IMREAD_UNCHANGED))
         cam = camera[im_id]
         depth = _depth_m_or_zeros(_find_image(scene_dir / "depth", name), cam, rgb.shape[:2])

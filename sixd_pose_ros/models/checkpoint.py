@@ -76,6 +76,14 @@ def load_autoencoder(path: str | Path | None = None, device: str | torch.device 
                        DisentangledAutoencoder, device)
 
 
+def load_selector(path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """The viewpoint selector of model-free mode (weights/selector.pt by default), in eval mode."""
+    from sixd_pose_ros.models.selector import SelectorConfig, ViewpointSelector
+
+    return _load_model(Path(path) if path else WEIGHTS_DIR / "selector.pt", SelectorConfig, ViewpointSelector,
+                       device)
+
+
 def weights_identity(path: str | Path) -> str:
     """sha256 of a weights file: what object databases record to detect stale codebooks."""
     import hashlib

@@ -419,6 +419,11 @@ def load_object_database(path: Union[str, os.PathLike],
     """
     path = Path(path)
     info = _read_info(path)
+    if info.get("mode", "known_model") != "known_model":  # model_free_database.py writes others
+        raise ObjectDatabaseError(
+            f"{path} is a {info['mode']} object database (posed photos, no mesh): use it with "
+            "the model_free mode (load_model_free_database), or build a known_model one with "
+            "`sixd-pose build-object --mesh ...`")
     rebuild = _rebuild_command(info, path)
     expected = {k: v for k, v in (expected_weights or {}).items() if v is not None}
     unknown = set(expected) - set(WEIGHT_ROLES)

@@ -12,46 +12,80 @@ detector do not run at all while every object is tracked. Without depth there is
 measure and no refinement that works with the shipped weights (the refiner does not improve
 poses yet), so without depth every frame runs detection. ``ObjectPose.stage_ms`` names the
 path: ``<name>/track`` or ``<name>/detect``.
+
+Inference backend (``KnownModelConfig.backend`` or the ``backend=`` argument): the detector's
+features and per-object correlation heads, the encoder and the refiner run through one
+:class:`~sixd_pose_ros.engines.backends.InferenceBackend` (``auto``, ``tensorrt``,
+``onnxruntime`` or ``torch``); the torch modules only encode the references at load time. The
+pose codebook stays a torch product on the backend's device.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
+from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
+from sixd_pose_ros.engines.export import (
+    detector_features_spec,
+    detector_head_spec,
+    encoder_spec,
+    refiner_spec,
+)
+from sixd_pose_ros.geometry.crop_camera import (
+    DegenerateReferenceError,
+    object_centred_camera,
+)
 from sixd_pose_ros.geometry.normalization import object_diameter
 from sixd_pose_ros.models.checkpoint import (
-    WEIGHTS_DIR, load_autoencoder, load_detector, load_refiner, weights_identity,
+    WEIGHTS_DIR,
+    load_autoencoder,
+    load_detector,
+    load_refiner,
+    weights_identity,
 )
-from sixd_pose_ros.models.detector import decode, initial_translation
-from sixd_pose_ros.models.refiner import iterative_refine
+from sixd_pose_ros.models.detector import initial_translation
+from sixd_pose_ros.models.refiner import RefinerOutput, iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
 from sixd_pose_ros.pipeline.depth_alignment import align_to_depth
+from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
+from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
 from sixd_pose_ros.render.renderer import RenderMesh
 
 
-def _images(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+class _BackendRefiner(torch.nn.Module):
+    """The refiner as iterative_refine expects it (a module with ``config`` whose parameters give
+    the device, called like VolumeRefiner), its network running through the backend's runner."""
+
+    def __init__(self, refiner, runner) -> None:
+        super().__init__()
+        self.refiner = refiner  # holds the parameters (device, dtype) and the config; not run
+        self.config = refiner.config
+        self.runner = runner
+
+    def forward(self, *inputs: torch.Tensor) -> RefinerOutput:
+        quat, offset, log2_scale = self.runner(*inputs)
+        return RefinerOutput(quat, offset, log2_scale)
 
 
 @dataclass
 class _LoadedObject:
     db: ObjectDatabase
     det_refs: object  # RefFeatures
-    refiner_feats: np.ndarray | None
+    refiner_feats: torch.Tensor | None  # (N, C, S/4, S/4) on the backend's device
     render_mesh: RenderMesh
     surface_points: np.ndarray  # (M, 3) meters, model frame
     diameter: float
+    det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
 
 
 @dataclass
@@ -64,42 +98,72 @@ class KnownModelConfig:
     # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
     # image at these scales as well extends that to near objects (x0.5: up to 340 px).
     detection_scales: tuple[float, ...] = (1.0, 0.5)
+    # With depth: hypotheses tried per object, (detector peaks, codebook hits per peak); each is
+    # aligned to the depth and the one the depth confirms best (DepthAlignment.agreement) wins.
+    # RGB-only frames have no such check and use the best peak's best hit. (1, 1) = off.
+    hypotheses: tuple[int, int] = (3, 3)
     # Off unless asked (each frame on its own, as evaluation over single frames wants); the node
     # turns it on (parameter tracking.enabled, default true).
     tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
+    # Inference backend: auto, tensorrt, onnxruntime or torch (engines/backends.py). auto picks
+    # TensorRT on a GPU; on the CPU torch, or ONNX Runtime where torch's OpenMP would spin-wait
+    # against numba's: the faster one, measured side by side with `sixd-pose bench` (numbers and
+    # the rule in engines/backends.py, cpu_auto_order).
+    backend: str = "auto"
+    precision: str = "fp16"  # TensorRT only: fp16 or fp32
+    # The image size TensorRT engines are tuned for (other sizes within the detection pyramid's
+    # range run too); ONNX Runtime and torch take any size.
+    image_size: tuple[int, int] = (640, 480)
 
 
 class KnownModelEstimator:
     """Estimator (see pipeline.types) for objects given as CAD meshes (object databases)."""
 
     def __init__(self, databases: Sequence[ObjectDatabase], detector, autoencoder, refiner=None,
-                 config: KnownModelConfig = KnownModelConfig()) -> None:
-        self.detector, self.autoencoder, self.refiner = detector, autoencoder, refiner
+                 config: KnownModelConfig = KnownModelConfig(),
+                 backend: InferenceBackend | str | None = None) -> None:
+        """``backend``: an InferenceBackend (shared, e.g. by a benchmark), a backend name, or None
+        for ``config.backend``. The torch modules are moved to the backend's device."""
         self.config = config
+        if not isinstance(backend, InferenceBackend):
+            backend = make_backend(backend or config.backend, precision=config.precision)
+        self.backend = backend
+        device = backend.device
+        self.detector, self.autoencoder = detector.to(device).eval(), autoencoder.to(device).eval()
+        self.refiner = refiner.to(device).eval() if refiner is not None else None
         self.tracker = Tracker(config.tracking)
         self.objects: list[_LoadedObject] = []
+        scales = tuple(config.detection_scales)
+        self._features = backend.runner(detector_features_spec(detector, config.image_size, scales))
+        self._encoder = backend.runner(encoder_spec(autoencoder))
+        self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
+                         if self.refiner is not None else None)
         with torch.no_grad():
             for db in databases:
                 if db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
-                refs = _images(db.references.images)
-                feats = refiner.encode_references(refs).numpy() if refiner is not None else None
-                points = np.asarray(db.mesh.sample(2000, return_index=False)) if len(db.mesh.faces) else \
+                refs = _images(db.references.images, device)
+                feats = self.refiner.encode_references(refs) if self.refiner is not None else None
+                points = np.asarray(db.mesh.sample(2000, seed=0)) if len(db.mesh.faces) else \
                     np.asarray(db.mesh.vertices)
-                self.objects.append(_LoadedObject(db, detector.encode_references(refs), feats,
-                                                  RenderMesh.from_trimesh(db.mesh), points,
-                                                  object_diameter(np.asarray(db.mesh.vertices))))
+                det_refs = detector.encode_references(refs)
+                head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
+                                                         scales))
+                db.codebook.to(device)  # codes resident where the pose codes are computed
+                self.objects.append(_LoadedObject(db, det_refs, feats, RenderMesh.from_trimesh(db.mesh), points,
+                                                  object_diameter(np.asarray(db.mesh.vertices)), head))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
-                   config: KnownModelConfig = KnownModelConfig(), use_refiner: bool = True):
+                   config: KnownModelConfig = KnownModelConfig(), use_refiner: bool = True,
+                   backend: InferenceBackend | str | None = None):
         weights = Path(weights)
         expected = {"encoder": weights_identity(weights / "autoencoder.pt")}
         dbs = [load_object_database(p, expected_weights=expected) for p in object_dirs]
         refiner = load_refiner(weights / "refiner.pt") if use_refiner else None
         return cls(dbs, load_detector(weights / "detector.pt"), load_autoencoder(weights / "autoencoder.pt"),
-                   refiner, config)
+                   refiner, config, backend)
 
     def configure_tracking(self, config: TrackerConfig) -> None:
         """Replace the tracking settings; every track ends (the next frame detects)."""
@@ -141,12 +205,7 @@ class KnownModelEstimator:
 
     def _pyramid(self, frame: Frame, timings: dict) -> list:
         t0 = time.perf_counter()
-        pyramid = []
-        height, width = frame.rgb.shape[:2]
-        for s in self.config.detection_scales:
-            image = frame.rgb if s == 1.0 else cv2.resize(
-                frame.rgb, (max(16, round(width * s)), max(16, round(height * s))), interpolation=cv2.INTER_AREA)
-            pyramid.append((s, image.shape[:2], self.detector.query_features(_images(image[None]))))
+        pyramid = image_pyramid(self._features, frame.rgb, self.config.detection_scales, self.backend.device)
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
         return pyramid
 
@@ -155,7 +214,7 @@ class KnownModelEstimator:
         cfg, name = self.config, obj.db.name
         t0 = time.perf_counter()
         R, t = track.R.copy(), track.t.copy()
-        if self.refiner is not None and cfg.refine_iterations > 0:
+        if self._refiner is not None and cfg.refine_iterations > 0:
             R, t = self._refine(frame, obj, R, t)
         tc = cfg.tracking
         aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, frame.K, obj.diameter,
@@ -166,52 +225,60 @@ class KnownModelEstimator:
         return ObjectPose(name, R, t, health, _projected_box(obj.surface_points, R, t, frame.K),
                           metric=True, stage_ms=dict(timings), tracked=True, health=health)
 
-    def _detect(self, pyramid, obj: _LoadedObject):
-        """Best detection over the image pyramid, in full-resolution pixels."""
-        best = None
-        for s, hw, qfeat in pyramid:
-            det = decode(self.detector.detect(qfeat, obj.det_refs), hw, self.detector.cfg.ref_size)[0]
-            if np.isfinite(det.score) and (best is None or det.score > best.score):
-                det.center_xy = det.center_xy / s
-                det.box_size = det.box_size / s
-                best = det
-        return best
+    def _detect(self, pyramid, obj: _LoadedObject, k: int = 1) -> list:
+        return detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size, k)
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _LoadedObject, timings: dict) -> ObjectPose | None:
         cfg, K = self.config, frame.K
         norm = obj.db.references.normalization
+        with_depth = cfg.use_depth and frame.depth is not None
+        n_peaks, n_hits = cfg.hypotheses if with_depth else (1, 1)
         t0 = time.perf_counter()
-        det = self._detect(pyramid, obj)
+        dets = [d for d in self._detect(pyramid, obj, max(1, n_peaks)) if d.score >= cfg.min_detection_score]
         timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
-        if det is None or det.score < cfg.min_detection_score:
-            return None
-        center = norm.scale * initial_translation(det.center_xy, det.box_size, K)
-        try:
-            vc = object_centred_camera(K, center, norm.scale, cfg.crop_size)
-        except DegenerateReferenceError:
+        if not dets:
             return None
         t1 = time.perf_counter()
-        crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
-        _, z_p = self.autoencoder.encode(_images(crop[None]))
-        idx, sim = obj.db.codebook.lookup(z_p.numpy(), k=1)
-        R, t = pose_from_hit(obj.db.codebook, int(idx[0, 0]), vc.R_v, center)
+        hypotheses = []  # (R, t, detection, similarity)
+        crops, cams = [], []
+        for det in dets:
+            center = norm.scale * initial_translation(det.center_xy, det.box_size, K)
+            try:
+                vc = object_centred_camera(K, center, norm.scale, cfg.crop_size)
+            except DegenerateReferenceError:
+                continue
+            crops.append(cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size),
+                                             flags=cv2.INTER_LINEAR))
+            cams.append((det, vc, center))
+        if not crops:
+            return None
+        _, z_p = self._encoder(_images(np.stack(crops), self.backend.device))
+        idx, sim = obj.db.codebook.lookup(z_p, k=max(1, n_hits))
+        idx, sim = idx.cpu().numpy(), sim.cpu().numpy()
+        for i, (det, vc, center) in enumerate(cams):
+            for j in range(idx.shape[1]):
+                R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
+                hypotheses.append((R, t, det, float(sim[i, j])))
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
-        if self.refiner is not None and cfg.refine_iterations > 0:
+        if self._refiner is not None and cfg.refine_iterations > 0:
             t2 = time.perf_counter()
-            R, t = self._refine(frame, obj, R, t)
+            hypotheses = [(*self._refine(frame, obj, R, t), det, s_) for R, t, det, s_ in hypotheses]
             timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
         health = None
-        if cfg.use_depth and frame.depth is not None:
+        R, t, det, similarity = hypotheses[0]
+        if with_depth:
             t3 = time.perf_counter()
             tc = cfg.tracking
-            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter,
-                                     agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+            best = None
+            for R_h, t_h, det_h, sim_h in hypotheses:
+                aligned = align_to_depth(obj.render_mesh, obj.surface_points, R_h, t_h, frame.depth, K, obj.diameter,
+                                         agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+                if best is None or aligned.agreement > best[0].agreement:
+                    best = (aligned, det_h, sim_h)
+            aligned, det, similarity = best
             R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
-        half = det.box_size / 2
-        box = np.array([det.center_xy[0] - half, det.center_xy[1] - half,
-                        det.center_xy[0] + half, det.center_xy[1] + half])
-        return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(sim[0, 0], 0.0)), box,
+        return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(similarity, 0.0)), detection_box(det),
                           metric=True, stage_ms=dict(timings), health=health)
 
     def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
@@ -221,10 +288,11 @@ class KnownModelEstimator:
 
         def nearest(R_q, t_q):
             idx = refs.nearest(R_q, k=self.refiner.config.n_refs, t_query=t_q)
-            return obj.refiner_feats[idx], refs.K[idx], refs.R[idx], refs.t[idx]
+            return obj.refiner_feats[torch.as_tensor(idx, device=obj.refiner_feats.device)], refs.K[idx], \
+                refs.R[idx], refs.t[idx]
 
         try:
-            R_n, t_n = iterative_refine(self.refiner, frame.rgb, frame.K, R_n, t_n, nearest,
+            R_n, t_n = iterative_refine(self._refiner, frame.rgb, frame.K, R_n, t_n, nearest,
                                         self.config.refine_iterations)
         except ValueError:
             return R, t

@@ -88,13 +88,18 @@ def play_and_score(frames: Sequence[SceneFrame], object_dir: str | Path, weights
             sent[frame.stamp_ns] = start
         time.sleep(0.2)
     finally:
-        executor.shutdown(timeout_sec=2.0)
-        if hasattr(node, "trigger_shutdown"):
-            node.trigger_shutdown()
-        node.destroy_node()
-        player.destroy_node()
-        rclpy.shutdown(context=ctx)
+        shutdown_session(executor, node, player, ctx)
     return _score(frames, received, sent, obj_id, model_points, diameter, overlays, overlay_path)
+
+
+def shutdown_session(executor, node, player, ctx) -> None:
+    """Stop an in-process pose node and its player: executor, lifecycle shutdown, context."""
+    executor.shutdown(timeout_sec=2.0)
+    if hasattr(node, "trigger_shutdown"):
+        node.trigger_shutdown()
+    node.destroy_node()
+    player.destroy_node()
+    rclpy.shutdown(context=ctx)
 
 
 def _handled(node) -> int:

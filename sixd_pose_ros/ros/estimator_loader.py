@@ -40,6 +40,11 @@ def object_infos(estimator) -> list[ObjectInfo]:
         db = getattr(obj, "db", None)
         if db is None:
             continue
+        if getattr(db, "mesh", None) is None:  # model-free: no mesh, a box around the reference sphere
+            norm = db.normalization
+            c, r = np.asarray(norm.center, np.float64), float(norm.scale) / np.sqrt(3.0)
+            infos.append(ObjectInfo(db.name, None, c - r, c + r))
+            continue
         verts = np.asarray(db.mesh.vertices, dtype=np.float64)
         lo, hi = (verts.min(0), verts.max(0)) if len(verts) else (np.full(3, -0.05), np.full(3, 0.05))
         mesh_file = (db.info.get("mesh") or {}).get("file")
@@ -57,26 +62,36 @@ def load_estimator(params: NodeParams):
         ParameterError: a mode that cannot run.
         EstimatorLoadError: weights or object databases that cannot be loaded (message names the fix).
     """
-    if params.mode == "model_free":
-        raise ParameterError("mode: model_free is not available yet (the model-free estimator is not built); "
-                             "use mode:=known_model with object databases from `sixd-pose build-object`")
-    if params.mode != "known_model":
-        raise ParameterError(f"mode: {params.mode!r} is not a mode; use mode:=known_model")
+    if params.mode not in ("known_model", "model_free"):
+        raise ParameterError(f"mode: {params.mode!r} is not a mode; use mode:=known_model or model_free")
     from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
-    from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
 
     weights = Path(params.weights_dir).expanduser() if params.weights_dir else WEIGHTS_DIR
-    needed = ["detector.pt", "autoencoder.pt"] + (["refiner.pt"] if params.refine_iterations > 0 else [])
+    second = "selector.pt" if params.mode == "model_free" else "autoencoder.pt"
+    needed = ["detector.pt", second] + (["refiner.pt"] if params.refine_iterations > 0 else [])
     missing = [n for n in needed if not (weights / n).is_file()]
     if missing:
         raise EstimatorLoadError(f"weights {missing} not found in {weights}: train them (`sixd-pose train "
-                                 f"detector|refiner|autoencoder`) and pass weights_dir:=FOLDER, or install a "
-                                 f"package release that ships them")
-    config = KnownModelConfig(min_detection_score=params.min_score, refine_iterations=params.refine_iterations,
-                              use_depth=params.use_depth)
+                                 f"detector|refiner|autoencoder|selector`) and pass weights_dir:=FOLDER, or install "
+                                 f"a package release that ships them")
+    objects = [Path(o).expanduser() for o in params.objects]
     try:
-        est = KnownModelEstimator.from_paths([Path(o).expanduser() for o in params.objects], weights, config,
-                                             use_refiner=params.refine_iterations > 0)
+        if params.mode == "model_free":
+            from sixd_pose_ros.pipeline.model_free import ModelFreeConfig, ModelFreeEstimator
+
+            est = ModelFreeEstimator.from_paths(
+                objects, weights, ModelFreeConfig(min_detection_score=params.min_score,
+                                                  refine_iterations=params.refine_iterations,
+                                                  use_depth=params.use_depth, precision=params.precision),
+                use_refiner=params.refine_iterations > 0, backend=params.backend)
+        else:
+            from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
+
+            config = KnownModelConfig(min_detection_score=params.min_score,
+                                      refine_iterations=params.refine_iterations, use_depth=params.use_depth,
+                                      precision=params.precision)
+            est = KnownModelEstimator.from_paths(objects, weights, config, use_refiner=params.refine_iterations > 0,
+                                                 backend=params.backend)
     except SixdPoseError as exc:
         raise EstimatorLoadError(str(exc)) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

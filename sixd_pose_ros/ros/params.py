@@ -21,11 +21,12 @@ __all__ = ["ParameterError", "NodeParams", "PARAMETERS", "MODES", "validate_para
            "read_parameters"]
 
 MODES = ("known_model", "model_free")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
 # name -> (default, description). The defaults here are the ones config/sixd_pose_node.yaml documents.
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "mode": ("known_model", "known_model (objects given as database folders built from meshes) or "
-                            "model_free (posed reference images; not available yet)"),
+                            "model_free (folders built from posed reference images, `build-object --images`)"),
     "objects": (None, "list of object database folders (sixd-pose build-object output), e.g. "
                       "[/home/robot/objects/drill]; the folder's object name names topics and TF frames"),
     "weights_dir": ("", "folder with detector.pt, autoencoder.pt and refiner.pt; empty = the weights shipped "
@@ -54,6 +55,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_debug_image": (True, "publish ~/debug_image (boxes and axes drawn over the colour image)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "warn_period": (5.0, "the same warning is logged at most once per this many seconds"),
+    "backend": ("auto", "inference backend: auto (TensorRT on a GPU, else the fastest CPU runtime), tensorrt, "
+                        "onnxruntime or torch; a missing one falls back with a warning"),
+    "precision": ("fp16", "TensorRT precision: fp16 or fp32"),
     "num_threads": (0, "torch CPU threads for the estimator (0 = torch's default)"),
     "autostart": (True, "sixd_pose_node configures and activates itself at start; false = wait for a "
                         "lifecycle manager"),
@@ -89,6 +93,8 @@ class NodeParams:
     diagnostics_period: float
     warn_period: float
     num_threads: int
+    backend: str
+    precision: str
     autostart: bool
 
 
@@ -147,9 +153,6 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
     mode = v["mode"]
     if mode not in MODES:
         problems.append(f"mode: {mode!r} is not a mode; use mode:=known_model (or model_free)")
-    elif mode == "model_free":
-        problems.append("mode: model_free is not available yet (the model-free estimator is not built); "
-                        "use mode:=known_model with object databases from `sixd-pose build-object`")
 
     objects = v["objects"]
     if isinstance(objects, str):
@@ -182,7 +185,7 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         weights = ""
     elif weights and check_paths:
         wp = Path(weights).expanduser()
-        needed = ["detector.pt", "autoencoder.pt"]
+        needed = ["detector.pt", "selector.pt" if mode == "model_free" else "autoencoder.pt"]
         if not wp.is_dir():
             problems.append(f"weights_dir: {weights} is not a folder; leave it empty for the shipped weights")
         else:
@@ -206,6 +209,15 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         problems.append(f"frames.camera_frame: {camera_frame!r} must be a frame id without spaces (or empty)")
         camera_frame = ""
 
+    backend = v["backend"]
+    if backend not in BACKENDS:
+        problems.append(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}; e.g. backend:=auto")
+        backend = "auto"
+    precision = v["precision"]
+    if precision not in ("fp16", "fp32"):
+        problems.append(f"precision: {precision!r} must be fp16 or fp32")
+        precision = "fp16"
+
     params = NodeParams(
         mode=mode if isinstance(mode, str) else "",
         objects=tuple(objects),
@@ -227,6 +239,7 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         diagnostics_period=_as_float("diagnostics_period", v["diagnostics_period"], problems, 0.0, lo_open=True),
         warn_period=_as_float("warn_period", v["warn_period"], problems, 0.0),
         num_threads=_as_int("num_threads", v["num_threads"], problems, 0),
+        backend=backend, precision=precision,
         autostart=_as_bool("autostart", v["autostart"], problems),
     )
     if problems:

@@ -246,3 +246,69 @@ def autoencoder_samples(split: str, index: int, rotations: np.ndarray, rng: np.r
         depth = np.where(mask, clean.depth[i] / scale - CANONICAL_DISTANCE, 1.0).astype(np.float32)
         samples.append(AutoencoderSample(jitter_color(crop, rng), clean.rgb[i], depth, mask, rotations[i]))
     return samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Viewpoint selector (model-free mode): object-centred query crop -> which reference, which angle
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class SelectorSample:
+    crop: np.ndarray  # (S, S, 3) uint8, centred on the (jittered) detected centre
+    R: np.ndarray  # (3, 3) rotation of the normalized object in the crop camera
+    t: np.ndarray  # (3,) true object centre in the crop camera, normalized units
+    key: tuple[str, int]
+
+
+def _scaled_occluder(occ: RenderMesh, radius: float) -> RenderMesh:
+    """occ scaled so that its farthest vertex from its origin is at `radius` (meters)."""
+    s = radius / (np.linalg.norm(occ.vertices, axis=1).max() + 1e-9)
+    return RenderMesh(occ.vertices * s, occ.faces, occ.normals, occ.colors, occ.uv, occ.texture)
+
+
+def selector_sample(obj: PoseObject, rng: np.random.Generator, crop_size: int = 128,
+                    image_focal: float = 600.0, max_inplane_deg: float = 180.0,
+                    occluders: list[RenderMesh] | None = None, occlusion_prob: float = 0.4,
+                    max_shift_frac: float = 0.1, max_scale_jitter: float = 0.1) -> SelectorSample:
+    """The selector's query: obj at a random rotation, cropped by the crop camera of a detected
+    centre and scale that miss the truth by up to max_shift_frac of the box and
+    max_scale_jitter of the distance (what the detector leaves), rendered directly in that
+    camera over clutter, sometimes half hidden by an occluder, colour-jittered, noised, blurred.
+
+    Rotation: max_inplane_deg >= 180 draws it uniformly on SO(3) (any camera roll); smaller
+    values draw a uniform viewing direction and an in-plane angle within +-max_inplane_deg of
+    the upright look-at view (object z up), i.e. of the rendered references' convention.
+    """
+    from sixd_pose_ros.geometry.rotations import inplane_rotation, look_at_rotation
+
+    K = np.array([[image_focal, 0, 319.5], [0, image_focal, 239.5], [0, 0, 1.0]])
+    box = 120 * 2.0 ** rng.uniform(-1.0, 1.0)
+    d = distance_for_diameter(box, image_focal)
+    uv = np.array([rng.uniform(200, 440), rng.uniform(150, 330)])
+    ray = np.linalg.solve(K, [uv[0], uv[1], 1.0])
+    t_gt = d * ray / np.linalg.norm(ray)
+    uv_in = uv + rng.uniform(-1, 1, 2) * max_shift_frac * box
+    ray_in = np.linalg.solve(K, [uv_in[0], uv_in[1], 1.0])
+    t_in = d * (1.0 + rng.uniform(-max_scale_jitter, max_scale_jitter)) * ray_in / np.linalg.norm(ray_in)
+    vc = object_centred_camera(K, t_in, 1.0, crop_size)
+    if max_inplane_deg >= 180.0:
+        R_c = random_rotations(1, rng)[0]
+    else:
+        v = rng.normal(size=3)
+        R_c = inplane_rotation(np.radians(rng.uniform(-max_inplane_deg, max_inplane_deg))) @ \
+            look_at_rotation(v / np.linalg.norm(v))
+    t_c = vc.R_v @ t_gt
+    meshes, Rs, ts = [obj.mesh], [R_c], [metric_translation(obj, R_c, t_c)]
+    if occluders and rng.random() < occlusion_prob:
+        # In front of the object (1.5 radii closer), off to one side: hides up to about half.
+        side = rng.normal(size=2)
+        side *= rng.uniform(0.9, 1.6) / np.linalg.norm(side)
+        depth = np.linalg.norm(t_c)
+        centre = t_c * (depth - 1.5) / depth + np.array([side[0], side[1], 0.0])
+        occ = occluders[int(rng.integers(len(occluders)))]
+        meshes.append(_scaled_occluder(occ, obj.scale * rng.uniform(0.4, 0.8)))
+        Rs.append(random_rotations(1, rng)[0])
+        ts.append(obj.scale * centre)
+    out = render(meshes, np.stack(Rs)[None], np.stack(ts)[None], vc.K, crop_size, crop_size,
+                 lighting=random_lighting(rng))
+    crop = _composite(out, _background(rng, crop_size, crop_size), rng)
+    return SelectorSample(crop, R_c, t_c, obj.key)

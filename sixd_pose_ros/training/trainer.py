@@ -147,7 +147,9 @@ def write_model_card(path: Path, *, name: str, cfg: TrainConfig, model_config: A
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     """AdamW with a one-cycle schedule over cfg.steps (5 % warm-up): what both stages use."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    # At least 2 warm-up steps: OneCycleLR divides by their count (very short runs, tests).
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=max(0.05, 2.0 / cfg.steps))
     return opt, sched
 
 

@@ -1,0 +1,204 @@
+"""Model-free estimator: detector -> viewpoint selector -> volume refiner -> depth (Gen6D's pipeline).
+
+Objects are given as posed reference photos (a model-free object database, see
+objects/model_free_database.py), not meshes. Per object, at load time: the detector kernels of
+its detector subset (32 references by default), the selector features of its selector subset (64),
+and the refiner features of every reference. Per frame: one backbone pass shared by all objects,
+then per object the detector head, one crop, the selector, and optionally the refiner.
+
+Scale: a database built from photos without depth has an arbitrary unit. Depth in the query then
+fixes the translation in metres (the object is slid along its viewing ray to the observed depth);
+without depth the pose comes out with ``metric=False`` and a warning says that translation is up
+to scale. There is no mesh, so there is no ICP and no depth health: tracking is not offered in
+this mode, every frame runs detection.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
+from sixd_pose_ros.engines.export import detector_features_spec, detector_head_spec, refiner_spec
+from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
+from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_refiner, load_selector
+from sixd_pose_ros.models.detector import initial_translation
+from sixd_pose_ros.models.refiner import iterative_refine
+from sixd_pose_ros.models.selector import decode_selection, initial_rotation
+from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
+from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
+from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
+from sixd_pose_ros.pipeline.known_model import _BackendRefiner
+from sixd_pose_ros.pipeline.types import Frame, ObjectPose
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFreeConfig:
+    min_detection_score: float = 0.3
+    refine_iterations: int = 0  # the shipped CPU refiner does not improve poses yet
+    use_depth: bool = True
+    crop_size: int = 128
+    detection_scales: tuple[float, ...] = (1.0, 0.5)
+    # Depth of the object centre behind the median visible surface, in bounding radii: the
+    # visible surface of a convex-ish object lies between 0 and 1 radius in front of the centre.
+    surface_to_center_radii: float = 0.5
+    backend: str = "auto"
+    precision: str = "fp16"
+    image_size: tuple[int, int] = (640, 480)
+
+
+@dataclass
+class _Object:
+    db: ModelFreeDatabase
+    det_head: object
+    selector_refs: object  # SelectorRefs
+    selector_R: np.ndarray  # (N, 3, 3) normalized-frame rotations of the selector subset
+    refiner_feats: torch.Tensor | None
+
+
+class ModelFreeEstimator:
+    """Estimator (see pipeline.types) for objects given as posed reference photos."""
+
+    def __init__(self, databases: Sequence[ModelFreeDatabase], detector, selector, refiner=None,
+                 config: ModelFreeConfig = ModelFreeConfig(),
+                 backend: InferenceBackend | str | None = None) -> None:
+        self.config = config
+        if not isinstance(backend, InferenceBackend):
+            backend = make_backend(backend or config.backend, precision=config.precision)
+        self.backend = backend
+        device = backend.device
+        self.detector = detector.to(device).eval()
+        # The selector runs in torch on the backend's device: its export exists (SelectorExport)
+        # but the engines do not route it yet.
+        self.selector = selector.to(device).eval()
+        self.refiner = refiner.to(device).eval() if refiner is not None else None
+        scales = tuple(config.detection_scales)
+        self._features = backend.runner(detector_features_spec(detector, config.image_size, scales))
+        self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
+                         if self.refiner is not None else None)
+        self._warned_scale: set[str] = set()
+        self.objects: list[_Object] = []
+        with torch.no_grad():
+            for db in databases:
+                det_refs = detector.encode_references(_images(db.detector_references().images, device))
+                head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
+                                                         scales))
+                sel = db.selector_references()
+                sel_refs = self.selector.prepare_references(
+                    _images(sel.images, device), torch.as_tensor(sel.view_directions(), dtype=torch.float32,
+                                                                 device=device))
+                feats = self.refiner.encode_references(_images(db.references.images, device)) \
+                    if self.refiner is not None else None
+                self.objects.append(_Object(db, head, sel_refs, np.asarray(sel.R, np.float64), feats))
+
+    @classmethod
+    def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
+                   config: ModelFreeConfig = ModelFreeConfig(), use_refiner: bool = True,
+                   backend: InferenceBackend | str | None = None) -> "ModelFreeEstimator":
+        weights = Path(weights)
+        dbs = [load_model_free_database(p) for p in object_dirs]
+        refiner = load_refiner(weights / "refiner.pt") if use_refiner else None
+        return cls(dbs, load_detector(weights / "detector.pt"), load_selector(weights / "selector.pt"),
+                   refiner, config, backend)
+
+    @torch.no_grad()
+    def estimate(self, frame: Frame) -> list[ObjectPose]:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        pyramid = image_pyramid(self._features, frame.rgb, self.config.detection_scales, self.backend.device)
+        timings["backbone"] = 1000 * (time.perf_counter() - t0)
+        poses = []
+        for obj in self.objects:
+            pose = self._estimate_one(frame, pyramid, obj, timings)
+            if pose is not None:
+                poses.append(pose)
+        return poses
+
+    def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict) -> ObjectPose | None:
+        cfg, K, name = self.config, frame.K, obj.db.name
+        norm = obj.db.normalization
+        t0 = time.perf_counter()
+        peaks = detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size)
+        det = peaks[0] if peaks else None
+        timings[f"{name}/detect"] = 1000 * (time.perf_counter() - t0)
+        if det is None or det.score < cfg.min_detection_score:
+            return None
+        t_n = initial_translation(det.center_xy, det.box_size, K)  # object centre, normalized units
+        try:
+            vc = object_centred_camera(K, t_n, 1.0, cfg.crop_size)
+        except DegenerateReferenceError:
+            return None
+        t1 = time.perf_counter()
+        crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
+        out = self.selector(_images(crop[None], self.backend.device), obj.selector_refs)
+        sel = decode_selection(out)[0]
+        R_n = vc.R_v.T @ initial_rotation(obj.selector_R[sel.index], sel.inplane)
+        timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)
+        if self._refiner is not None and cfg.refine_iterations > 0:
+            t2 = time.perf_counter()
+            R_n, t_n = self._refine(frame, obj, R_n, t_n)
+            timings[f"{name}/refine"] = 1000 * (time.perf_counter() - t2)
+        center = norm.scale * np.asarray(t_n, np.float64)  # object centre in the camera, database units
+        metric, units_to_m = obj.db.metric, 1.0
+        if cfg.use_depth and frame.depth is not None:
+            t3 = time.perf_counter()
+            slid = self._slide_to_depth(frame, det, center, norm.scale, metric)
+            if slid is not None:
+                center, units_to_m = slid
+                metric = True
+            timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
+        # Object-frame origin from its centre; an arbitrary-unit frame is scaled to metres with depth.
+        t = center - R_n @ (np.asarray(norm.center, np.float64) * units_to_m)
+        R = R_n
+        if not metric and name not in self._warned_scale:
+            self._warned_scale.add(name)
+            log.warning("%s: the references have no metric scale and the frame has no usable depth: "
+                        "translation is up to scale (ObjectPose.metric=False); give depth, or rebuild "
+                        "the object with depth images or poses in metres", name)
+        return ObjectPose(name, R, t, float(det.score), detection_box(det), metric=metric, stage_ms=dict(timings))
+
+    def _slide_to_depth(self, frame: Frame, det, center: np.ndarray, scale: float, metric: bool):
+        """Move the object centre along its viewing ray to sit behind the observed surface.
+
+        Without a mesh there is no ICP; the median depth in the central half of the detection box
+        is the evidence. Returns ``(centre in metres, metres per database unit)``, or None without
+        enough depth. For a database in arbitrary units the depth also gives the scale (how big
+        the object looks at the observed depth); the rotation does not depend on it.
+        """
+        depth = frame.depth
+        cx, cy = det.center_xy
+        half = det.box_size / 4
+        x0, x1 = int(max(0, cx - half)), int(min(depth.shape[1], cx + half + 1))
+        y0, y1 = int(max(0, cy - half)), int(min(depth.shape[0], cy + half + 1))
+        patch = depth[y0:y1, x0:x1]
+        valid = patch[patch > 0]
+        if valid.size < 10 or center[2] <= 0:
+            return None
+        surface = float(np.median(valid))
+        units_to_m = 1.0 if metric else surface / float(center[2])  # first guess: centre ~ surface
+        center_z = surface + self.config.surface_to_center_radii * scale * units_to_m
+        if not metric:
+            units_to_m = center_z / float(center[2])
+        return center * (center_z / float(center[2])), units_to_m
+
+    def _refine(self, frame: Frame, obj: _Object, R_n: np.ndarray, t_n: np.ndarray):
+        refs = obj.db.references
+
+        def nearest(R_q, t_q):
+            idx = refs.nearest(R_q, k=self.refiner.config.n_refs, t_query=t_q)
+            return obj.refiner_feats[torch.as_tensor(idx, device=obj.refiner_feats.device)], refs.K[idx], \
+                refs.R[idx], refs.t[idx]
+
+        try:
+            return iterative_refine(self._refiner, frame.rgb, frame.K, R_n, t_n, nearest,
+                                    self.config.refine_iterations)
+        except ValueError:
+            return R_n, t_n
