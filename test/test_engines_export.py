@@ -189,3 +189,21 @@ def test_estimator_poses_match_between_onnxruntime_and_torch(scene):
     angle = np.degrees(np.arccos(np.clip((np.trace(a.R.T @ b.R) - 1) / 2, -1, 1)))
     assert angle < 0.05 and np.linalg.norm(a.t - b.t) < 1e-4  # 0.05 degrees, 0.1 mm
     assert abs(a.score - b.score) < 1e-3 and np.allclose(a.box, b.box, atol=0.05)
+
+
+def test_selector_agrees_with_its_references_baked_in(scene):
+    """The model-free selector of one object: rendered references prepared once, a rendered
+    query crop of the same object turned in-plane."""
+    from sixd_pose_ros.engines.export import selector_spec
+    from sixd_pose_ros.models.selector import SelectorConfig, ViewpointSelector, rotate_images
+    from sixd_pose_ros.objects.references import render_references
+    from sixd_pose_ros.render.procedural import make_bundled_demo_object
+
+    torch.manual_seed(0)
+    selector = ViewpointSelector(SelectorConfig.preset("cpu")).eval()
+    refs_set = render_references(make_bundled_demo_object().mesh, n_views=12, size=128)
+    images = _tensor(refs_set.images)
+    with torch.no_grad():
+        refs = selector.prepare_references(images, torch.as_tensor(refs_set.view_directions(), dtype=torch.float32))
+    query = rotate_images(images[3:5], torch.tensor([0.4])).reshape(2, 3, 128, 128)
+    _agree(selector_spec(selector, refs, "drill"), scene["cache"], (query,), (query[:1],))

@@ -386,12 +386,42 @@ def refiner_spec(refiner, max_batch: int = 4) -> NetworkSpec:
                        identity=module_identity(refiner))
 
 
-#: Graph name -> spec builder. ``selector``: see the module docstring (not built yet).
+class SelectorWithReferences(nn.Module):
+    """``query (B, 3, S, S)`` -> ``(scores (B, N, A), angle (B, N, 2))`` for one object, whose
+    prepared reference features and viewing directions are constants of the graph (as the
+    detector head's kernels are: TensorRT wants them as weights, and they never change per frame)."""
+
+    def __init__(self, selector, refs) -> None:
+        super().__init__()
+        self.selector = selector
+        self.n_levels = len(refs.levels)
+        for i, level in enumerate(refs.levels):
+            self.register_buffer(f"level{i}", level.detach().float().clone(), persistent=False)
+        self.register_buffer("directions", refs.directions.detach().float().clone(), persistent=False)
+
+    def forward(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from sixd_pose_ros.models.selector import SelectorRefs
+
+        refs = SelectorRefs(tuple(getattr(self, f"level{i}") for i in range(self.n_levels)), self.directions)
+        out = self.selector(query, refs)
+        return out.scores, out.angle
+
+
+def selector_spec(selector, refs, tag: str, crop_size: int = 128, max_batch: int = 4) -> NetworkSpec:
+    """The viewpoint selector of one object (``refs`` from ``ViewpointSelector.prepare_references``)."""
+    module = SelectorWithReferences(selector, refs).eval()
+    return NetworkSpec("selector", module, (TensorSpec("query", ("batch", 3, crop_size, crop_size)),),
+                       ("scores", "angle"), {"batch": DynDim(1, 1, max_batch)},
+                       identity=module_identity(selector, *refs.levels, refs.directions), tag=tag)
+
+
+#: Graph name -> spec builder.
 SPEC_BUILDERS: dict[str, Callable[..., NetworkSpec]] = {
     "detector_features": detector_features_spec,
     "detector_head": detector_head_spec,
     "encoder": encoder_spec,
     "refiner": refiner_spec,
+    "selector": selector_spec,
 }
 
 

@@ -476,6 +476,7 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
         summary["n_frames"] = n_frames  # frames evaluated, including those without any target
         summary.setdefault("extra", {}).update({
             "method": method, "partial_data": bool(problems),
+            "seconds": {"objects": round(t_objects, 1), "eval": round(t_eval, 1)},
             "data_problems": [{"im_id": i, "message": m} for i, m in problems],
             "options": {"use_depth": options.use_depth, "backend": options.backend,
                         "max_frames": options.max_frames, "objects": [m.obj_id for m in models],
@@ -493,9 +494,7 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
         summaries[method] = summary
     if len(summaries) > 1:
         _write_comparison(out, summaries)
-    main = summaries[OURS]
-    main["extra"]["seconds"] = {"objects": round(t_objects, 1), "eval": round(t_eval, 1)}
-    return main
+    return summaries[OURS]
 
 
 def _write_comparison(out: Path, summaries: dict[str, dict]) -> None:

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
-from sixd_pose_ros.engines.export import detector_features_spec, detector_head_spec, refiner_spec
+from sixd_pose_ros.engines.export import detector_features_spec, detector_head_spec, refiner_spec, selector_spec
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_refiner, load_selector
 from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.refiner import iterative_refine
-from sixd_pose_ros.models.selector import decode_selection, initial_rotation
+from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
@@ -59,7 +59,7 @@ class ModelFreeConfig:
 class _Object:
     db: ModelFreeDatabase
     det_head: object
-    selector_refs: object  # SelectorRefs
+    selector: object  # Runner: query crop -> (scores, angle), the object's references baked in
     selector_R: np.ndarray  # (N, 3, 3) normalized-frame rotations of the selector subset
     refiner_feats: torch.Tensor | None
 
@@ -76,8 +76,6 @@ class ModelFreeEstimator:
         self.backend = backend
         device = backend.device
         self.detector = detector.to(device).eval()
-        # The selector runs in torch on the backend's device: its export exists (SelectorExport)
-        # but the engines do not route it yet.
         self.selector = selector.to(device).eval()
         self.refiner = refiner.to(device).eval() if refiner is not None else None
         scales = tuple(config.detection_scales)
@@ -97,7 +95,8 @@ class ModelFreeEstimator:
                                                                  device=device))
                 feats = self.refiner.encode_references(_images(db.references.images, device)) \
                     if self.refiner is not None else None
-                self.objects.append(_Object(db, head, sel_refs, np.asarray(sel.R, np.float64), feats))
+                runner = backend.runner(selector_spec(self.selector, sel_refs, db.name, config.crop_size))
+                self.objects.append(_Object(db, head, runner, np.asarray(sel.R, np.float64), feats))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -138,8 +137,8 @@ class ModelFreeEstimator:
             return None
         t1 = time.perf_counter()
         crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
-        out = self.selector(_images(crop[None], self.backend.device), obj.selector_refs)
-        sel = decode_selection(out)[0]
+        scores, angle = obj.selector(_images(crop[None], self.backend.device))
+        sel = decode_selection(SelectorOutput(scores=scores, angle=angle))[0]
         R_n = vc.R_v.T @ initial_rotation(obj.selector_R[sel.index], sel.inplane)
         timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)
         if self._refiner is not None and cfg.refine_iterations > 0:
