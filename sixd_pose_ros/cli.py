@@ -268,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_replay)
 
+    p = sub.add_parser("eval-tables", help="model-free held-out tables: accuracy vs. references and "
+                                          "refinement iterations (JSON + markdown)")
+    p.add_argument("dataset", help="BOP dataset root or scene, or a rosbag2 bag (as for eval)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--refs", default="8,16,32,64,128", help="reference counts to sweep")
+    p.add_argument("--iterations", default="0,1,2,3", help="refinement iterations to sweep")
+    p.add_argument("--iteration-refs", type=int, default=64, help="references used in the iteration sweep")
+    p.add_argument("--objects", help="comma-separated BOP obj_ids")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--no-depth", action="store_true")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--split", default="test")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval_tables)
+
     p = sub.add_parser("eval-stages", help="held-out accuracy of the detector and refiner (table + JSON)")
     p.add_argument("--weights", help="folder with detector.pt and refiner.pt (default: shipped weights)")
     p.add_argument("--objects", type=int, default=10, help="held-out objects")
@@ -400,6 +415,25 @@ def _cmd_replay(args: argparse.Namespace) -> None:
     print(f"published {extra['frames_published']} frames, answered {extra['frames_answered']}, dropped "
           f"(node busy) {extra['frames_dropped_busy']}; end-to-end latency median "
           f"{extra['end_to_end_latency_ms']['median']} ms; report in {args.out}")
+
+
+def _cmd_eval_tables(args: argparse.Namespace) -> None:
+    """Model-free accuracy against references and refinement iterations (tables.json/.md)."""
+    from sixd_pose_ros.evaluation.eval_run import EvalOptions
+    from sixd_pose_ros.evaluation.sweep import format_tables, run_sweep
+
+    def ints(text: str, flag: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x)
+        except ValueError:
+            raise SixdPoseError(f"{flag} {text!r}: comma-separated integers, e.g. 8,16,32") from None
+
+    objects = ints(args.objects, "--objects") if args.objects else None
+    options = EvalOptions(objects=objects, max_frames=args.max_frames, use_depth=not args.no_depth,
+                          backend=args.backend, split=args.split, progress=not args.no_progress)
+    result = run_sweep(args.dataset, args.out, options, refs=ints(args.refs, "--refs"),
+                       iterations=ints(args.iterations, "--iterations"), refs_for_iterations=args.iteration_refs)
+    print(format_tables(result))
 
 
 def main(argv: list[str] | None = None) -> None:

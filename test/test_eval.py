@@ -280,3 +280,19 @@ def test_ray_fan_out_gives_the_same_report(smoke_dataset, tmp_path):
     assert remote["n_frames"] == local["n_frames"] == 6
     for key, obj in local["objects"].items():
         assert obj == pytest.approx(remote["objects"][key], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_model_free_tables_sweep(weights_with_selector, smoke_dataset, tmp_path):
+    from sixd_pose_ros.evaluation.sweep import run_sweep
+
+    options = EvalOptions(objects=(3,), max_frames=2, backend="torch", progress=False,
+                          weights=str(weights_with_selector))
+    with torch_single_thread():
+        result = run_sweep(smoke_dataset, tmp_path / "sweep", options, refs=(8, 12), iterations=(0, 1),
+                           refs_for_iterations=8)
+    assert set(result["references"]) == {"8", "12"} and set(result["refinement_iterations"]["cells"]) == {"0", "1"}
+    for cell in result["references"].values():
+        assert 0.0 <= cell["add_0.1d"] <= 1.0 and cell["n_frames"] == 2
+    assert "selector only" in (tmp_path / "sweep" / "tables.md").read_text()
+    assert json.loads((tmp_path / "sweep" / "tables.json").read_text()) == json.loads(json.dumps(result))
