@@ -26,6 +26,7 @@ from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_obje
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
     TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    report_progress,
 )
 
 
@@ -112,9 +113,7 @@ def train_autoencoder(cfg: TrainConfig, out_dir: Path, progress: bool = True) ->
         opt.step()
         sched.step()
         losses.append(float(out["loss"].detach()))
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}",
-                            recon=f"{float(out['recon']):.3f}")
+        report_progress(bar, step, cfg, losses, started, recon=float(out["recon"]))
     seconds = time.perf_counter() - started
     return finish_training("autoencoder", model, model_cfg, cfg, dist, out_dir, seconds, losses,
                            lambda: evaluate_autoencoder(model, cfg.eval_objects, cfg.eval_samples, cfg.seed,

@@ -18,6 +18,7 @@ from sixd_pose_ros.models.detector import Detector, DetectorConfig, decode, dete
 from sixd_pose_ros.training.pose_samples import DetectorSample, detector_sample, pose_object
 from sixd_pose_ros.training.trainer import (
     TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    report_progress,
 )
 
 
@@ -99,8 +100,7 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
         opt.step()
         sched.step()
         losses.append(total)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
+        report_progress(bar, step, cfg, losses, started)
     seconds = time.perf_counter() - started
     return finish_training("detector", model, model_cfg, cfg, dist, out_dir, seconds, losses,
                            lambda: evaluate_detector(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,

@@ -39,6 +39,7 @@ from sixd_pose_ros.training.scenes import jitter_color, random_texture
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
     TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    report_progress,
 )
 
 
@@ -150,8 +151,7 @@ def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dic
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
+        report_progress(bar, step, cfg, losses, started)
     seconds = time.perf_counter() - started
     return finish_training("refiner", model, model_cfg, cfg, dist, out_dir, seconds, losses,
                            lambda: evaluate_refiner(model, cfg.eval_objects, cfg.eval_samples, cfg.n_refs, cfg.seed,

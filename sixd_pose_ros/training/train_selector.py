@@ -50,6 +50,7 @@ from sixd_pose_ros.training.trainer import (
     prepare_model,
     start_run,
     wrap_model,
+    report_progress,
 )
 
 
@@ -189,9 +190,7 @@ def train_selector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
         opt.step()
         sched.step()
         losses.append(total)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}",
-                            score=f"{parts[0]:.3f}", angle=f"{parts[1]:.3f}")
+        report_progress(bar, step, cfg, losses, started, score=float(parts[0]), angle=float(parts[1]))
     seconds = time.perf_counter() - started
     return finish_training("selector", model, model_cfg, cfg, dist, out_dir, seconds, losses,
                            lambda: evaluate_selector(model, cfg.eval_objects, cfg.eval_samples, eval_refs,

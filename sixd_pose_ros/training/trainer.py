@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import platform
 import sys
@@ -26,6 +27,8 @@ import yaml
 from sixd_pose_ros.datasets.atomic import atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_weights, save_weights  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,3 +195,18 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig, dist_info: DistInfo)
     model = model.to(dist_info.device)
     maybe_init_from(model, cfg)
     return model
+
+
+def report_progress(bar, step: int, cfg: TrainConfig, losses: list, started: float, **parts: float) -> None:
+    """Every ``cfg.log_every`` steps: the loss on the progress bar, or, when the bar is off
+    (``--no-progress``, a log file, a cluster job), a log line with the rate and time left."""
+    if step % cfg.log_every:
+        return
+    loss = float(np.mean(losses[-cfg.log_every:]))
+    extra = {k: f"{v:.3f}" for k, v in parts.items()}
+    if not getattr(bar, "disable", True):
+        bar.set_postfix(loss=f"{loss:.4f}", **extra)
+        return
+    per_step = (time.perf_counter() - started) / (step + 1)
+    log.info("step %d/%d: loss %.4f%s, %.2f s/step, %.0f min left", step + 1, cfg.steps, loss,
+             "".join(f", {k} {v}" for k, v in extra.items()), per_step, per_step * (cfg.steps - step - 1) / 60)
