@@ -296,3 +296,20 @@ def test_model_free_tables_sweep(weights_with_selector, smoke_dataset, tmp_path)
         assert 0.0 <= cell["add_0.1d"] <= 1.0 and cell["n_frames"] == 2
     assert "selector only" in (tmp_path / "sweep" / "tables.md").read_text()
     assert json.loads((tmp_path / "sweep" / "tables.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_bag_with_other_topic_names_needs_the_remapping(smoke_dataset, tmp_path):
+    from sixd_pose_ros.datasets.bop import read_bop_scene
+    from sixd_pose_ros.datasets.rosbag import write_rosbag
+    from sixd_pose_ros.evaluation.sources import BagTopics
+
+    frames = list(read_bop_scene(smoke_dataset / "test" / "000000"))[:1]
+    bag = tmp_path / "bags" / "wrist"
+    write_rosbag(bag, frames, namespace="/wrist_cam")
+    shutil.copytree(smoke_dataset / "models", tmp_path / "models")
+    options = replace(FAST, objects=(3,))
+    with torch_single_thread():
+        with pytest.raises(DatasetError, match="camera_info topic.*/wrist_cam/color/camera_info"):
+            run_eval(bag, tmp_path / "out", options)
+        summary = run_eval(bag, tmp_path / "out", replace(options, topics=BagTopics(namespace="/wrist_cam")))
+    assert summary["n_frames"] == 1
