@@ -1,8 +1,8 @@
 """6D pose of objects known from posed reference images (model-free mode).
 
-The model-free estimator is not built yet: the node starts, refuses mode model_free at
-configure with a message saying so, and exits. This file keeps the launch interface (the same
-arguments as known_model.launch.py) ready for it.
+The node runs detector -> viewpoint selector -> refiner -> depth on object folders built from
+photos (`sixd-pose build-object --images DIR`, or the `capture_references` tool on the robot).
+Same arguments as known_model.launch.py.
 
 Arguments: config (parameter file), camera_namespace (the node runs in it, so its relative
 topics resolve there), use_sim_time, rviz, objects and weights_dir (override the file's).
