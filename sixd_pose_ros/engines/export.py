@@ -22,17 +22,17 @@ name                   inputs -> outputs                   dynamic dimensions
 ``refiner``            query_crop, K_query, R_in, t_in,    ``B``, ``n_refs``
                        ref_feats, K_ref, R_ref, t_ref ->
                        quat, offset, log2_scale
+``selector``           query ``(B, 3, 128, 128)`` ->       ``B``; the object's prepared reference
+                       scores ``(B, N, A)``, angle         features and viewing directions are
+                       ``(B, N, 2)``                       baked in, one graph per object
 =====================  ==================================  ====================================
 
 The codebook lookup stays a torch matrix product on the backend's device (codes resident
 there): it is one ``(1, 128) x (128, N)`` product plus top-k, which a separate engine would not
 make faster but would make a copy of the codes per object.
 
-**Selector hook.** The model-free mode's viewpoint selector does not exist yet. When it does,
-add ``SelectorExport`` (``forward(query_crop, ref_feats) -> (scores, inplane)``) and a
-``selector_spec()`` builder here, following :func:`refiner_spec`, and register it in
-:data:`SPEC_BUILDERS`; the backends, the TensorRT cache and ``sixd-pose build-engines`` need no
-change.
+A new network needs only a ``*_spec()`` builder here, registered in :data:`SPEC_BUILDERS`; the
+backends, the TensorRT cache and ``sixd-pose build-engines`` need no change.
 """
 from __future__ import annotations
 

@@ -150,9 +150,10 @@ def write_model_card(path: Path, *, name: str, cfg: TrainConfig, model_config: A
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     """AdamW with a one-cycle schedule over cfg.steps (5 % warm-up): what both stages use."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # At least 2 warm-up steps: OneCycleLR divides by their count (very short runs, tests).
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
-                                                pct_start=max(0.05, 2.0 / cfg.steps))
+    # OneCycleLR divides by (pct_start * steps - 1): exactly one warm-up step (steps = 20) is a
+    # division by zero, so that one case warms up a little longer.
+    pct_start = 0.05 if abs(0.05 * cfg.steps - 1.0) > 1e-9 else 0.1
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=pct_start)
     return opt, sched
 
 
