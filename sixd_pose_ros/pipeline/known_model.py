@@ -260,15 +260,12 @@ class KnownModelEstimator:
                 R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
                 hypotheses.append((R, t, det, float(sim[i, j])))
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
-        if self._refiner is not None and cfg.refine_iterations > 0:
-            t2 = time.perf_counter()
-            hypotheses = [(*self._refine(frame, obj, R, t), det, s_) for R, t, det, s_ in hypotheses]
-            timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
-        health = None
         R, t, det, similarity = hypotheses[0]
-        if with_depth:
+        health = None
+        tc = cfg.tracking
+        if with_depth and len(hypotheses) > 1:
+            # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
-            tc = cfg.tracking
             best = None
             for R_h, t_h, det_h, sim_h in hypotheses:
                 aligned = align_to_depth(obj.render_mesh, obj.surface_points, R_h, t_h, frame.depth, K, obj.diameter,
@@ -278,6 +275,18 @@ class KnownModelEstimator:
             aligned, det, similarity = best
             R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
+        if self._refiner is not None and cfg.refine_iterations > 0:
+            t2 = time.perf_counter()
+            R, t = self._refine(frame, obj, R, t)
+            timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
+            health = None  # the refined pose needs its own depth check below
+        if with_depth and health is None:
+            t3 = time.perf_counter()
+            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter,
+                                     agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+            R, t, health = aligned.R, aligned.t, float(aligned.agreement)
+            timings[f"{obj.db.name}/depth"] = timings.get(f"{obj.db.name}/depth", 0.0) + \
+                1000 * (time.perf_counter() - t3)
         return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(similarity, 0.0)), detection_box(det),
                           metric=True, stage_ms=dict(timings), health=health)
 
