@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh-unit", choices=("auto", "mm", "m"), default="auto",
                    help="unit of the mesh files (BOP: mm); auto checks against models_info.json")
     p.add_argument("--objects-dir", help="where object databases are built/reused (default OUT/objects)")
+    p.add_argument("--weights", help="weights folder (default: the shipped weights)")
     p.add_argument("--full-codebook", action="store_true", help="the full 2562x36 codebook (GPU machines)")
     p.add_argument("--codebook-grid", metavar="SUBxANGLES", help="custom codebook grid, e.g. 2x36 "
                    "(icosphere subdivisions x in-plane angles): quicker CPU runs")
@@ -389,6 +390,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         models=args.models, peers=tuple(p for p in (args.peers or "").split(",") if p),
         workers=args.workers, ray_address=args.ray, full_codebook=args.full_codebook,
         codebook_grid=_grid(args.codebook_grid), hypotheses=_pair(args.hypotheses, "--hypotheses"),
+        **({"weights": str(Path(args.weights).expanduser())} if args.weights else {}),
         refine_iterations=args.refine_iterations, overlays=args.overlays, progress=not args.no_progress,
         topics=BagTopics(namespace=args.namespace, color=args.color_topic, depth=args.depth_topic,
                          info=args.info_topic, tf=args.tf_topic))

@@ -258,7 +258,7 @@ def test_model_free_without_selector_weights_names_the_fix(smoke_dataset, tmp_pa
 
     empty = tmp_path / "weights"
     empty.mkdir()
-    with pytest.raises(SixdPoseError, match="train selector"):
+    with pytest.raises(SixdPoseError, match="needs detector.pt, selector.pt, refiner.pt"):
         run_eval(smoke_dataset, tmp_path / "out", EvalOptions(mode="model_free", weights=str(empty)))
     assert not (tmp_path / "out").exists()
 

@@ -450,10 +450,12 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
 
     out = Path(out)
     dataset = resolve_dataset(dataset_path, options.split, options.models)
-    if options.mode == "model_free" and not (Path(options.weights) / "selector.pt").is_file():
-        raise SixdPoseError(f"--mode model_free needs the viewpoint selector's weights, "
-                            f"{Path(options.weights) / 'selector.pt'}: train them with `sixd-pose train "
-                            f"selector` (or pass --weights DIR)")
+    needed = ("detector.pt", "selector.pt" if options.mode == "model_free" else "autoencoder.pt", "refiner.pt")
+    missing = [n for n in needed if not (Path(options.weights) / n).is_file()]
+    if missing:
+        raise SixdPoseError(f"--mode {options.mode} needs {', '.join(missing)} in {options.weights}: train them "
+                            f"with `sixd-pose train {missing[0][:-3]}` (or pass --weights DIR with all of "
+                            f"{', '.join(needed)})")
     t0 = time.perf_counter()
     models = prepare_objects(dataset, options, Path(objects_dir) if objects_dir else out / "objects")
     t_objects = time.perf_counter() - t0
