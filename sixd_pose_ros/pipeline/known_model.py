@@ -216,9 +216,7 @@ class KnownModelEstimator:
         R, t = track.R.copy(), track.t.copy()
         if self._refiner is not None and cfg.refine_iterations > 0:
             R, t = self._refine(frame, obj, R, t)
-        tc = cfg.tracking
-        aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, frame.K, obj.diameter,
-                                 agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+        aligned = self._align(frame, obj, R, t)
         R, t = aligned.R, aligned.t
         health = float(aligned.agreement)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
@@ -262,14 +260,12 @@ class KnownModelEstimator:
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
         R, t, det, similarity = hypotheses[0]
         health = None
-        tc = cfg.tracking
         if with_depth and len(hypotheses) > 1:
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
             best = None
             for R_h, t_h, det_h, sim_h in hypotheses:
-                aligned = align_to_depth(obj.render_mesh, obj.surface_points, R_h, t_h, frame.depth, K, obj.diameter,
-                                         agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+                aligned = self._align(frame, obj, R_h, t_h)
                 if best is None or aligned.agreement > best[0].agreement:
                     best = (aligned, det_h, sim_h)
             aligned, det, similarity = best
@@ -282,8 +278,7 @@ class KnownModelEstimator:
             health = None  # the refined pose needs its own depth check below
         if with_depth and health is None:
             t3 = time.perf_counter()
-            aligned = align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, K, obj.diameter,
-                                     agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+            aligned = self._align(frame, obj, R, t)
             R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = timings.get(f"{obj.db.name}/depth", 0.0) + \
                 1000 * (time.perf_counter() - t3)
@@ -292,20 +287,29 @@ class KnownModelEstimator:
 
     def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
         norm = obj.db.references.normalization
-        refs = obj.db.references
-        R_n, t_n = norm.pose_to_normalized(R, t)
-
-        def nearest(R_q, t_q):
-            idx = refs.nearest(R_q, k=self.refiner.config.n_refs, t_query=t_q)
-            return obj.refiner_feats[torch.as_tensor(idx, device=obj.refiner_feats.device)], refs.K[idx], \
-                refs.R[idx], refs.t[idx]
-
-        try:
-            R_n, t_n = iterative_refine(self._refiner, frame.rgb, frame.K, R_n, t_n, nearest,
-                                        self.config.refine_iterations)
-        except ValueError:
-            return R, t
+        R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
+                                     *norm.pose_to_normalized(R, t), self.config.refine_iterations)
         return norm.pose_to_metric(R_n, t_n)
+
+    def _align(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
+        """Depth alignment of one pose with the tracking config's agreement tolerance."""
+        tc = self.config.tracking
+        return align_to_depth(obj.render_mesh, obj.surface_points, R, t, frame.depth, frame.K, obj.diameter,
+                              agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+
+
+def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n: np.ndarray, t_n: np.ndarray,
+                      iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Volume-refiner iterations from a normalized pose with the references nearest to it; the
+    input pose when the crop is degenerate. Shared by the known-model and model-free estimators."""
+    def nearest(R_q, t_q):
+        idx = refs.nearest(R_q, k=refiner.config.n_refs, t_query=t_q)
+        return ref_feats[torch.as_tensor(idx, device=ref_feats.device)], refs.K[idx], refs.R[idx], refs.t[idx]
+
+    try:
+        return iterative_refine(refiner, frame.rgb, frame.K, R_n, t_n, nearest, iterations)
+    except ValueError:
+        return R_n, t_n
 
 
 def _projected_box(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:

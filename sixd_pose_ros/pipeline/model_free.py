@@ -29,12 +29,11 @@ from sixd_pose_ros.engines.export import detector_features_spec, detector_head_s
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_refiner, load_selector
 from sixd_pose_ros.models.detector import initial_translation
-from sixd_pose_ros.models.refiner import iterative_refine
 from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
-from sixd_pose_ros.pipeline.known_model import _BackendRefiner
+from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,8 @@ class ModelFreeEstimator:
         timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)
         if self._refiner is not None and cfg.refine_iterations > 0:
             t2 = time.perf_counter()
-            R_n, t_n = self._refine(frame, obj, R_n, t_n)
+            R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame, R_n, t_n,
+                                         cfg.refine_iterations)
             timings[f"{name}/refine"] = 1000 * (time.perf_counter() - t2)
         center = norm.scale * np.asarray(t_n, np.float64)  # object centre in the camera, database units
         metric, units_to_m = obj.db.metric, 1.0
@@ -187,17 +187,3 @@ class ModelFreeEstimator:
         if not metric:
             units_to_m = center_z / float(center[2])
         return center * (center_z / float(center[2])), units_to_m
-
-    def _refine(self, frame: Frame, obj: _Object, R_n: np.ndarray, t_n: np.ndarray):
-        refs = obj.db.references
-
-        def nearest(R_q, t_q):
-            idx = refs.nearest(R_q, k=self.refiner.config.n_refs, t_query=t_q)
-            return obj.refiner_feats[torch.as_tensor(idx, device=obj.refiner_feats.device)], refs.K[idx], \
-                refs.R[idx], refs.t[idx]
-
-        try:
-            return iterative_refine(self._refiner, frame.rgb, frame.K, R_n, t_n, nearest,
-                                    self.config.refine_iterations)
-        except ValueError:
-            return R_n, t_n
