@@ -116,19 +116,15 @@ def _object_ids(dataset: EvalDataset, wanted: Sequence[int] | None) -> list[int]
 
 def prepare_objects(dataset: EvalDataset, options: EvalOptions, objects_dir: Path) -> list[ObjectModel]:
     """Decide each mesh's unit and build (or reuse) its object database."""
-    from sixd_pose_ros.datasets.bop import load_bop_model
     from sixd_pose_ros.evaluation.metrics import symmetries_from_models_info
+    from sixd_pose_ros.geometry.normalization import object_diameter
 
     models = []
     for obj_id in _object_ids(dataset, options.objects):
         mesh_path = dataset.mesh_path(obj_id)
         info = dataset.models_info.get(obj_id)
         unit = decide_mesh_unit(mesh_path, options.mesh_unit, info)
-        mesh = load_bop_model(mesh_path.parent, obj_id)  # in metres if the file is mm
-        if unit == "m":
-            mesh.apply_scale(1000.0)
-        from sixd_pose_ros.geometry.normalization import object_diameter
-
+        mesh = load_metric_mesh(str(mesh_path), unit)
         diameter = float(object_diameter(np.asarray(mesh.vertices)))
         excluded, protocol = frozenset(), None
         if options.mode == "known_model":
@@ -221,26 +217,24 @@ class _PeerSet:
 
 def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict[str, Any]:
     """``{method: Estimator}``: ours first, then the requested peers."""
+    dirs = [m.database for m in models]
     if options.mode == "model_free":
         from sixd_pose_ros.pipeline.model_free import ModelFreeConfig, ModelFreeEstimator
 
         mf_config = ModelFreeConfig(use_depth=options.use_depth)
         if options.refine_iterations is not None:
             mf_config = replace(mf_config, refine_iterations=int(options.refine_iterations))
-        estimators: dict[str, Any] = {OURS: ModelFreeEstimator.from_paths(
-            [m.database for m in models], options.weights, config=mf_config, backend=options.backend)}
-        for peer in options.peers:
-            estimators[peer] = _PeerSet(peer, models)
-        return estimators
-    from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
+        ours = ModelFreeEstimator.from_paths(dirs, options.weights, config=mf_config, backend=options.backend)
+    else:
+        from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
 
-    config = KnownModelConfig(use_depth=options.use_depth)
-    if options.refine_iterations is not None:
-        config = replace(config, refine_iterations=int(options.refine_iterations))
-    if options.hypotheses is not None:
-        config = replace(config, hypotheses=tuple(int(x) for x in options.hypotheses))
-    estimators = {OURS: KnownModelEstimator.from_paths(
-        [m.database for m in models], options.weights, config=config, backend=options.backend)}
+        config = KnownModelConfig(use_depth=options.use_depth)
+        if options.refine_iterations is not None:
+            config = replace(config, refine_iterations=int(options.refine_iterations))
+        if options.hypotheses is not None:
+            config = replace(config, hypotheses=tuple(int(x) for x in options.hypotheses))
+        ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
+    estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:
         estimators[peer] = _PeerSet(peer, models)
     return estimators
@@ -281,7 +275,7 @@ def _match(poses: list, instances: list) -> list:
     """
     pairs = []
     used: set[int] = set()
-    for k, gt in enumerate(instances):
+    for gt in instances:
         pose = next((p for p in poses if p.name == object_name(gt.obj_id)), None)
         if pose is None or id(pose) in used:
             pairs.append((gt, None))
@@ -299,8 +293,6 @@ def _match(poses: list, instances: list) -> list:
 def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectModel], options: EvalOptions,
                   max_frames: int | None) -> UnitResult:
     """Run every method over one unit's frames and score each GT instance."""
-    from sixd_pose_ros.evaluation.report import score_instance
-
     estimators = _worker_estimators(models, options)
     by_id = {m.obj_id: m for m in models}
     records: dict[str, list] = {name: [] for name in estimators}
@@ -323,34 +315,48 @@ def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectM
             latency = 1000.0 * (time.perf_counter() - t0)
             latencies[method].append(latency)
             for gt, pose in _match(poses, instances):
-                model = by_id[gt.obj_id]
-                records[method].append(score_instance(
-                    scene_id=unit.scene_id, im_id=int(frame.im_id or 0), obj_id=str(gt.obj_id),
-                    points=_points(model), diameter=model.diameter, K=frame.K,
-                    R_gt=gt.R_m2c, t_gt=gt.t_m2c, image_size=(frame.rgb.shape[1], frame.rgb.shape[0]),
-                    R_est=None if pose is None else pose.R, t_est=None if pose is None else pose.t,
-                    score=0.0 if pose is None else float(pose.score), symmetries=model.symmetries,
-                    depth=inputs.depth, mesh=_mesh(model) if inputs.depth is not None else None,
-                    latency_ms=latency))
+                records[method].append(score_ground_truth(
+                    unit.scene_id, frame, gt, by_id[gt.obj_id], None if pose is None else pose.R,
+                    None if pose is None else pose.t, 0.0 if pose is None else float(pose.score), latency,
+                    depth=inputs.depth))
             if method == OURS and len(overlays) < options.overlays:
                 overlays.append((f"{unit.scene_id:06d}_{int(frame.im_id or 0):06d}.png",
                                  draw_comparison(frame, poses, models)))
     return UnitResult(records, latencies, problems, n, overlays)
 
 
+def score_ground_truth(scene_id: int, frame: SceneFrame, gt, model: ObjectModel, R_est, t_est, score: float,
+                       latency_ms: float | None, depth: np.ndarray | None = None):
+    """Every error of one estimate (``R_est``/``t_est`` None: missed) of one ground-truth instance;
+    VSD too when the observed ``depth`` is given. What `eval` and `replay` both score with."""
+    from sixd_pose_ros.evaluation.report import score_instance
+
+    return score_instance(
+        scene_id=scene_id, im_id=int(frame.im_id or 0), obj_id=str(gt.obj_id), points=_points(model),
+        diameter=model.diameter, K=frame.K, R_gt=gt.R_m2c, t_gt=gt.t_m2c,
+        image_size=(frame.rgb.shape[1], frame.rgb.shape[0]), R_est=R_est, t_est=t_est, score=score,
+        symmetries=model.symmetries, depth=depth, mesh=_mesh(model) if depth is not None else None,
+        latency_ms=latency_ms)
+
+
 _POINTS: dict[str, np.ndarray] = {}
 _MESHES: dict[str, Any] = {}
 
 
-def _mesh(model: ObjectModel):
-    """The object's mesh in metres (VSD renders it), cached per process."""
-    if model.mesh_path not in _MESHES:
+def load_metric_mesh(mesh_path: str, unit: str):
+    """A dataset mesh in metres (``unit``: the file's, ``mm`` or ``m``), cached per process."""
+    if mesh_path not in _MESHES:
         import trimesh
 
-        mesh = trimesh.load(model.mesh_path, force="mesh", process=False)
-        mesh.apply_scale(1e-3 if model.unit == "mm" else 1.0)
-        _MESHES[model.mesh_path] = mesh
-    return _MESHES[model.mesh_path]
+        mesh = trimesh.load(mesh_path, force="mesh", process=False)
+        mesh.apply_scale(1e-3 if unit == "mm" else 1.0)
+        _MESHES[mesh_path] = mesh
+    return _MESHES[mesh_path]
+
+
+def _mesh(model: ObjectModel):
+    """The object's mesh in metres (VSD renders it)."""
+    return load_metric_mesh(model.mesh_path, model.unit)
 
 
 def _points(model: ObjectModel) -> np.ndarray:

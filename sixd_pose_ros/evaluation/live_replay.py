@@ -15,7 +15,7 @@ import numpy as np
 
 from sixd_pose_ros.datasets.rosbag import TF_TOPIC, camera_topics
 from sixd_pose_ros.errors import DatasetError, SixdPoseError
-from sixd_pose_ros.evaluation.eval_run import EvalOptions, object_name, prepare_objects, _points
+from sixd_pose_ros.evaluation.eval_run import EvalOptions, object_name, prepare_objects, score_ground_truth
 from sixd_pose_ros.evaluation.sources import BagTopics, read_unit, resolve_dataset
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def bag_topics(bag: Path, topics: BagTopics) -> dict[str, str]:
 def run_replay(bag: str | Path, out: str | Path, options: EvalOptions = EvalOptions(), *, rate: float = 1.0,
                objects_dir: str | Path | None = None) -> dict:
     """Replay, record, score; writes the same report files as `eval` into ``out``."""
-    from sixd_pose_ros.evaluation.report import score_instance, summarize, write_report
+    from sixd_pose_ros.evaluation.report import summarize, write_report
     from sixd_pose_ros.ros.replay import replay_bag
 
     out = Path(out)
@@ -79,12 +79,9 @@ def run_replay(bag: str | Path, out: str | Path, options: EvalOptions = EvalOpti
                 latency = 1000.0 * (pose.received_wall - sent) if sent is not None else None
                 if latency is not None:
                     latencies.append(latency)
-            records.append(score_instance(
-                scene_id=0, im_id=int(frame.im_id or 0), obj_id=str(gt.obj_id), points=_points(model),
-                diameter=model.diameter, K=frame.K, R_gt=gt.R_m2c, t_gt=gt.t_m2c,
-                image_size=(frame.rgb.shape[1], frame.rgb.shape[0]),
-                R_est=None if pose is None else pose.R, t_est=None if pose is None else pose.t,
-                score=0.0 if pose is None else 1.0, symmetries=model.symmetries, latency_ms=latency))
+            records.append(score_ground_truth(0, frame, gt, model, None if pose is None else pose.R,
+                                              None if pose is None else pose.t, 0.0 if pose is None else 1.0,
+                                              latency))
         answered_frames += int(got_any)
     if not records:
         raise DatasetError(f"{bag}: no ground truth for objects {[m.obj_id for m in models]}: record /tf "
