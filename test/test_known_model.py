@@ -68,7 +68,7 @@ def test_estimator_runs_end_to_end_with_built_database(tmp_path, demo):
     pose = poses[0]
     assert pose.name == "drill" and pose.metric and 0.0 <= pose.score <= 1.0
     assert np.allclose(pose.R @ pose.R.T, np.eye(3), atol=1e-6) and np.isfinite(pose.t).all()
-    for stage in ("backbone", "drill/detect", "drill/retrieve", "drill/refine", "drill/depth"):
+    for stage in ("backbone", "segment", "drill/detect", "drill/retrieve", "drill/refine", "drill/depth"):
         assert stage in pose.stage_ms
     # An impossible score threshold: the object is reported absent, not guessed.
     est.config.min_detection_score = 1.01

@@ -56,6 +56,7 @@ class EvalOptions:
     codebook_grid: tuple[int, int] | None = None  # (subdivisions, in-plane angles): tests, experiments
     refine_iterations: int | None = None
     hypotheses: tuple[int, int] | None = None  # known_model with depth: (detector peaks, codebook hits)
+    depth_proposals: int | None = None  # known_model with depth: depth segments tried per object
     overlays: int = 0
     progress: bool = True
 
@@ -233,6 +234,8 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
             config = replace(config, refine_iterations=int(options.refine_iterations))
         if options.hypotheses is not None:
             config = replace(config, hypotheses=tuple(int(x) for x in options.hypotheses))
+        if options.depth_proposals is not None:
+            config = replace(config, depth_proposals=int(options.depth_proposals))
         ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:
@@ -252,7 +255,8 @@ def _worker_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> d
     import torch
 
     key = repr((tuple(m.database for m in models), options.peers, options.use_depth, options.backend,
-                options.refine_iterations, options.hypotheses, options.weights, options.mode))
+                options.refine_iterations, options.hypotheses, options.depth_proposals, options.weights,
+                options.mode))
     if _WORKER_STATE.get("key") != key:
         torch.manual_seed(0)
         _WORKER_STATE.update(key=key, estimators=make_estimators(models, options))
@@ -490,6 +494,7 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
                         "max_frames": options.max_frames, "objects": [m.obj_id for m in models],
                         "mesh_units": {m.name: m.unit for m in models},
                         "hypotheses": list(options.hypotheses) if options.hypotheses else None,
+                        "depth_proposals": options.depth_proposals,
                         "refine_iterations": options.refine_iterations,
                         "refs": options.refs if options.mode == "model_free" else None,
                         "reference_protocol": {m.name: m.protocol for m in models if m.protocol},

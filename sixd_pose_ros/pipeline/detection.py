@@ -38,16 +38,26 @@ def image_pyramid(features, rgb: np.ndarray, scales, device) -> list:
     return pyramid
 
 
-def detect_peaks(pyramid: list, head, stride: int, ref_size: float, k: int = 1) -> list[Detection]:
+def detector_outputs(pyramid: list, head, stride: int) -> list:
+    """``[(scale, (h, w), DetectorOutput)]``: one object's correlation head on every level."""
+    outputs = []
+    for s, hw, qfeat in pyramid:
+        heat, log2_scale, offset = head(qfeat)
+        outputs.append((s, hw, DetectorOutput(heat, log2_scale, offset, scale_logits=heat.new_zeros(0),
+                                              stride=stride)))
+    return outputs
+
+
+def detect_peaks(pyramid: list, head, stride: int, ref_size: float, k: int = 1,
+                 outputs: list | None = None) -> list[Detection]:
     """Up to ``k`` detections of one object over the pyramid, best first, full-resolution pixels.
 
     Peaks of different levels that fall on one object (centres closer than half the larger box)
-    count once: several hypotheses are meant to be different places.
+    count once: several hypotheses are meant to be different places. ``outputs``: the head's
+    outputs of :func:`detector_outputs` when the caller has them already.
     """
     found = []
-    for s, hw, qfeat in pyramid:
-        heat, log2_scale, offset = head(qfeat)
-        out = DetectorOutput(heat, log2_scale, offset, scale_logits=heat.new_zeros(0), stride=stride)
+    for s, hw, out in outputs if outputs is not None else detector_outputs(pyramid, head, stride):
         for det in decode_topk(out, hw, ref_size, k=k)[0]:
             if np.isfinite(det.score):
                 det.center_xy = det.center_xy / s
@@ -61,6 +71,27 @@ def detect_peaks(pyramid: list, head, stride: int, ref_size: float, k: int = 1) 
         if len(kept) == k:
             break
     return kept
+
+
+def heat_near(outputs: list, center_xy: np.ndarray, radius_px: float = 0.0) -> float:
+    """The detector's highest centre probability within ``radius_px`` (at least one cell) of a
+    full-resolution pixel, over all levels: what the detector thinks of a place it did not
+    pick as a peak."""
+    best = 0.0
+    for s, _, out in outputs:
+        logits = out.heatmap_logits[0, 0]
+        h, w = logits.shape
+        stride = out.stride
+        ci, cj = (center_xy[1] * s) / stride, (center_xy[0] * s) / stride
+        r = max(1.0, radius_px * s / stride)
+        i0, i1 = int(max(0, np.floor(ci - r))), int(min(h, np.ceil(ci + r) + 1))
+        j0, j1 = int(max(0, np.floor(cj - r))), int(min(w, np.ceil(cj + r) + 1))
+        if i0 >= i1 or j0 >= j1:
+            continue
+        window = logits[i0:i1, j0:j1]
+        value = float(torch.sigmoid(torch.nan_to_num(window.max().float(), nan=-30.0)))
+        best = max(best, value)
+    return best
 
 
 def detection_box(det: Detection) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""Where objects can be, from the depth image alone: segments standing off the support plane.
+
+Why: the detector trained on 2 CPU cores finds the right place among its top 3 peaks for only
+about a third of the instances in cluttered held-out scenes (bench-v1), and no later stage can
+recover from a wrong place. A depth camera sees every object that stands off the table. Each
+segment of the depth image that is not the table and whose size fits the object becomes one more
+place the estimator tries; the learned stages still decide which segment looks like the object
+(codebook similarity) and which rotation fits, and the depth check decides among the results.
+
+The segmentation is computed once per frame and shared by all objects:
+
+1. the dominant plane (the table) by RANSAC on a subsample of the back-projected points;
+2. pixels on or behind that plane, and pixels without depth, are dropped;
+3. depth discontinuities (neighbours further apart than ``edge_tol``) split touching objects;
+4. 8-connected components with enough pixels are the segments.
+
+RANSAC and the edge test are a few lines of numpy and OpenCV here: Open3D's segment_plane and
+DBSCAN do the same on a point cloud, but need the cloud built first and cost more on a full
+frame than the image-space version (the segments come out as pixel masks, which is what the
+crops and the depth check want).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sixd_pose_ros.models.detector import Detection, project_sphere
+
+
+@dataclass
+class DepthSegment:
+    """One connected region of the depth image off the support plane."""
+
+    label: int  # its value in DepthSegmentation.labels
+    centroid: np.ndarray  # (3,) camera frame, meters: mean of the segment's points (its visible surface)
+    extent: float  # meters: the diagonal of the points' 2..98 % box (robust visible size)
+    pixels: int
+    points: np.ndarray  # (M, 3) a subsample (at most 1500) of its points, camera frame
+
+
+@dataclass
+class DepthSegmentation:
+    labels: np.ndarray  # (H, W) int32, 0 = table, background or no depth
+    segments: list[DepthSegment]
+    plane: np.ndarray | None  # (4,) n . x + d = 0 with n pointing to the camera; None if none found
+
+
+def fit_support_plane(points: np.ndarray, *, tol: float = 0.008, iterations: int = 150,
+                      min_inlier_fraction: float = 0.2, seed: int = 0) -> np.ndarray | None:
+    """The plane most points lie on (RANSAC, then least squares on its inliers), oriented so the
+    camera is on its positive side; None when it holds under ``min_inlier_fraction``."""
+    if len(points) < 50:
+        return None
+    rng = np.random.default_rng(seed)
+    best, best_count = None, 0
+    for _ in range(iterations):
+        a, b, c = points[rng.choice(len(points), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        norm = np.linalg.norm(n)
+        if norm < 1e-9:
+            continue
+        n /= norm
+        count = int(np.count_nonzero(np.abs((points - a) @ n) < tol))
+        if count > best_count:
+            best, best_count = np.append(n, -n @ a), count
+    if best is None or best_count < min_inlier_fraction * len(points):
+        return None
+    inliers = points[np.abs(points @ best[:3] + best[3]) < tol]
+    centre = inliers.mean(0)
+    n = np.linalg.svd(inliers - centre, full_matrices=False)[2][-1]
+    plane = np.append(n, -n @ centre)
+    return -plane if plane[3] < 0 else plane  # camera (origin) side positive: d > 0
+
+
+def segment_depth(depth: np.ndarray, K: np.ndarray, *, plane_tol: float = 0.008,
+                  edge_tol: tuple[float, float] = (0.01, 0.03), min_pixels: int = 60,
+                  step: int = 4, seed: int = 0) -> DepthSegmentation:
+    """Segments of ``depth`` (meters, 0 = none) that stand off the dominant plane.
+
+    edge_tol: (meters, fraction of the depth): neighbours further apart than the larger of the
+    two are on different objects. ``step``: pixel stride of the subsample RANSAC sees.
+    """
+    depth = np.nan_to_num(np.asarray(depth, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    height, width = depth.shape
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    u, v = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    xyz = np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
+    valid = depth > 0
+    sub = xyz[::step, ::step][valid[::step, ::step]]
+    plane = fit_support_plane(sub.astype(np.float64), tol=plane_tol, seed=seed)
+    keep = valid.copy()
+    if plane is not None:
+        height_above = xyz @ plane[:3].astype(np.float32) + np.float32(plane[3])
+        keep &= height_above > 2 * plane_tol  # on or behind the table is not an object
+    tol = np.maximum(edge_tol[0], edge_tol[1] * depth)
+    edges = np.zeros_like(valid)
+    dz_x = np.abs(np.diff(depth, axis=1)) > tol[:, 1:]
+    dz_y = np.abs(np.diff(depth, axis=0)) > tol[1:, :]
+    edges[:, 1:] |= dz_x
+    edges[:, :-1] |= dz_x
+    edges[1:, :] |= dz_y
+    edges[:-1, :] |= dz_y
+    count, labels = cv2.connectedComponents((keep & ~edges).astype(np.uint8), connectivity=8)
+    labels = labels.astype(np.int32)
+    sizes = np.bincount(labels.ravel(), minlength=count)
+    segments = []
+    rng = np.random.default_rng(seed)
+    for label in np.flatnonzero(sizes >= min_pixels):
+        if label == 0:
+            continue
+        pts = xyz[labels == label]
+        lo, hi = np.percentile(pts, [2, 98], axis=0)
+        sample = pts if len(pts) <= 1500 else pts[rng.choice(len(pts), 1500, replace=False)]
+        segments.append(DepthSegment(int(label), pts.mean(0).astype(np.float64), float(np.linalg.norm(hi - lo)),
+                                     int(len(pts)), sample.astype(np.float64)))
+    small = np.isin(labels, [s.label for s in segments], invert=True)
+    labels[small] = 0
+    return DepthSegmentation(labels, segments, plane)
+
+
+@dataclass
+class SegmentProposal:
+    detection: Detection  # the box the object's bounding sphere would fill; score 0
+    centre: np.ndarray  # (3,) meters, camera frame: where the object's sphere centre would be
+    segment: DepthSegment
+
+
+def segment_proposals(segmentation: DepthSegmentation, diameter: float, radius: float, K: np.ndarray, *,
+                      size_range: tuple[float, float] = (0.15, 1.3)) -> list[SegmentProposal]:
+    """Proposals for the segments whose visible size fits an object of ``diameter`` meters
+    (``radius``: of its normalization sphere, for the box).
+
+    The object's centre is behind its visible surface: the segment centroid is pushed back
+    along its viewing ray by a quarter of the diameter (the depth alignment slides it to the
+    measured depth afterwards). ``score`` is 0: a segment says where, not what.
+    """
+    out = []
+    for seg in segmentation.segments:
+        if not size_range[0] * diameter <= seg.extent <= size_range[1] * diameter:
+            continue
+        ray = seg.centroid / np.linalg.norm(seg.centroid)
+        centre = seg.centroid + 0.25 * diameter * ray
+        if np.linalg.norm(centre) <= radius * 1.01 or centre[2] <= 0:
+            continue  # the sphere would hold the camera: no box to speak of
+        center_xy, box = project_sphere(centre / radius, K)
+        det = Detection(np.asarray(center_xy, dtype=np.float64), float(box), 0.0, 0.0, (-1, -1))
+        out.append(SegmentProposal(det, centre, seg))
+    return out
+
+
+def segment_explained(segmentation: DepthSegmentation, model_points: np.ndarray, R: np.ndarray,
+                      t: np.ndarray, K: np.ndarray, diameter: float) -> float:
+    """Fraction of the segment under the pose's projected centre that lies on the posed model
+    (within max(1 cm, 5 % of the diameter) of its surface samples); 0 when the centre falls on
+    no segment. Agreement alone (how much of the model the depth confirms) prefers a small
+    object lying on a large one; this is the other half: how much of what is there the model
+    accounts for."""
+    if t[2] <= 1e-6:
+        return 0.0
+    u, v = (K @ t)[:2] / t[2]
+    height, width = segmentation.labels.shape
+    x0, x1 = int(max(0, round(u) - 3)), int(min(width, round(u) + 4))
+    y0, y1 = int(max(0, round(v) - 3)), int(min(height, round(v) + 4))
+    if x0 >= x1 or y0 >= y1:
+        return 0.0
+    window = segmentation.labels[y0:y1, x0:x1].ravel()
+    window = window[window > 0]
+    if len(window) == 0:
+        return 0.0
+    label = int(np.bincount(window).argmax())
+    seg = next((s for s in segmentation.segments if s.label == label), None)
+    if seg is None:
+        return 0.0
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(model_points @ R.T + t)
+    dist, _ = tree.query(seg.points, distance_upper_bound=max(0.01, 0.05 * diameter))
+    return float(np.mean(np.isfinite(dist)))

@@ -1,0 +1,92 @@
+"""Coarse rotation hypotheses for an object on a depth segment, when retrieval's are not enough.
+
+Why: ICP converges from about 30 degrees off, and the codebook's top hits (an encoder trained on
+2 CPU cores) are often further than that: at the right place, the right rotation was then never
+tried and a wrong place won. With depth, the fit of each rotation of a fixed, roughly uniform
+grid (icosphere views x in-plane angles, ~30 degrees apart) to the segment is cheap to score all
+at once: the visible model surface is put with its centroid on the segment's, projected, and
+compared with the observed depth at those pixels (the projective test depth_alignment's
+agreement uses, with a coarse tolerance for the grid's spacing). The best few join the codebook's
+hits; ICP and the full depth check decide among them.
+
+Written with numpy because it is one batched projection over all rotations (no per-rotation
+loop or KD-tree), which no registration library exposes in this form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+
+from sixd_pose_ros.geometry.sampling import viewpoint_rotation_grid
+
+
+@dataclass
+class SurfaceSamples:
+    """Points on a model's surface with their outward normals (model frame, meters)."""
+
+    points: np.ndarray  # (P, 3)
+    normals: np.ndarray  # (P, 3)
+
+    @classmethod
+    def from_mesh(cls, mesh: trimesh.Trimesh, count: int = 240, seed: int = 0) -> "SurfaceSamples":
+        points, faces = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
+        if len(points) < count // 2:  # sample_surface_even rejects close points; thin meshes give few
+            points, faces = trimesh.sample.sample_surface(mesh, count, seed=seed)
+        return cls(np.asarray(points, dtype=np.float64), np.asarray(mesh.face_normals[faces], dtype=np.float64))
+
+
+def search_grid(subdivisions: int = 1, n_inplane: int = 12) -> np.ndarray:
+    """(M, 3, 3) rotations for the search (default 42 views x 12 angles = 504, ~30 deg apart)."""
+    return viewpoint_rotation_grid(subdivisions, n_inplane).astype(np.float64)
+
+
+def coarse_rotation_search(samples: SurfaceSamples, rotations: np.ndarray, segment_points: np.ndarray,
+                           depth: np.ndarray, K: np.ndarray, diameter: float, *, top: int = 3,
+                           tol_fraction: float = 0.12, min_separation_deg: float = 40.0,
+                           ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The ``top`` rotations (with their translations) whose visible surface fits the depth best.
+
+    Args:
+        samples: the model's surface samples. rotations: (M, 3, 3) object-to-camera candidates.
+        segment_points: (N, 3) observed points of the segment (camera frame, meters).
+        depth: (H, W) observed depth (meters, 0 = none). K: (3, 3).
+        tol_fraction: a projected point agrees when its depth is within this fraction of the
+            diameter of the observed depth (coarse: the grid is tens of degrees apart).
+        min_separation_deg: the answers are at least this far apart (neighbours on the grid fit
+            alike; several of them would waste the ICP that follows).
+    Returns:
+        [(R, t, fit)] best first; fit is the fraction of visible samples that agree.
+    """
+    if len(segment_points) < 10 or len(rotations) == 0:
+        return []
+    centroid = segment_points.mean(0)
+    view = centroid / np.linalg.norm(centroid)
+    pts = np.einsum("mij,pj->mpi", rotations, samples.points)  # (M, P, 3) rotated, camera axes
+    nrm = np.einsum("mij,pj->mpi", rotations, samples.normals)
+    facing = (nrm @ view) < 0.0  # (M, P): the side a camera on this ray sees (self-occlusion ignored)
+    count = facing.sum(1)
+    ok = count >= 5
+    visible_centroid = (pts * facing[..., None]).sum(1) / np.maximum(count, 1)[:, None]
+    t = centroid - visible_centroid  # (M, 3): the visible surface's centroid on the segment's
+    cam = pts + t[:, None, :]
+    z = cam[..., 2]
+    height, width = depth.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round(K[0, 0] * cam[..., 0] / z + K[0, 2])
+        v = np.round(K[1, 1] * cam[..., 1] / z + K[1, 2])
+    inside = facing & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    observed = np.zeros(z.shape)
+    observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    agree = inside & (np.abs(observed - z) <= tol_fraction * diameter)
+    fit = np.where(ok, agree.sum(1) / np.maximum(count, 1), 0.0)
+    picked: list[int] = []
+    cos_sep = np.cos(np.radians(min_separation_deg))
+    for i in np.argsort(-fit, kind="stable"):
+        if fit[i] <= 0 or len(picked) == top:
+            break
+        # trace(Ri^T Rj) = 1 + 2 cos(angle): separated when below 1 + 2 cos(min_separation)
+        if all(np.trace(rotations[i].T @ rotations[j]) < 1 + 2 * cos_sep for j in picked):
+            picked.append(int(i))
+    return [(rotations[i].copy(), t[i].copy(), float(fit[i])) for i in picked]

@@ -1,0 +1,117 @@
+"""Depth proposals: the table is found and dropped, each object standing on it is one segment,
+and the ranking term says how much of a segment a posed model accounts for."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle
+from sixd_pose_ros.pipeline.depth_proposals import (
+    fit_support_plane,
+    segment_depth,
+    segment_explained,
+    segment_proposals,
+)
+from sixd_pose_ros.render.renderer import RenderMesh, render
+
+K = np.array([[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1.0]])
+W, H = 640, 480
+# The camera looks down at a table 30 degrees from straight on; the table normal points to it.
+TILT = matrix_from_axis_angle(np.array([1.0, 0.0, 0.0]), np.radians(-30))
+
+
+def _table_depth(distance: float = 0.8) -> np.ndarray:
+    """Depth of the plane through (0, 0, distance) with normal TILT @ (0, 0, -1), every pixel."""
+    n = TILT @ np.array([0.0, 0.0, -1.0])
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, dtype=float)], -1)
+    p0 = np.array([0.0, 0.0, distance])
+    return ((n @ p0) / (rays @ n)).astype(np.float32)  # z of the ray's hit (rays have z = 1)
+
+
+def _on_table(mesh: trimesh.Trimesh, along_table: tuple[float, float], distance: float = 0.8):
+    """Pose putting the mesh's lowest point on the table at an offset along it."""
+    n = TILT @ np.array([0.0, 0.0, -1.0])
+    R = TILT @ matrix_from_axis_angle(np.array([1.0, 0.0, 0.0]), np.radians(90))
+    lowest = float(np.min(np.asarray(mesh.vertices) @ R.T @ n))  # height of the lowest point along n
+    x_axis, y_axis = TILT @ np.array([1.0, 0, 0]), TILT @ np.array([0, 1.0, 0])
+    t = np.array([0.0, 0.0, distance]) + along_table[0] * x_axis + along_table[1] * y_axis - lowest * n
+    return R, t
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 10 cm box and a 6 cm cylinder standing 25 cm apart on a tilted table, rendered."""
+    box = trimesh.creation.box((0.1, 0.08, 0.06))
+    cyl = trimesh.creation.cylinder(radius=0.03, height=0.09, sections=32)
+    poses = [_on_table(box, (-0.12, 0.0)), _on_table(cyl, (0.13, 0.02))]
+    meshes = [RenderMesh.from_trimesh(box), RenderMesh.from_trimesh(cyl)]
+    out = render(meshes, np.stack([p[0] for p in poses]), np.stack([p[1] for p in poses]), K, W, H)
+    table = _table_depth()
+    depth = np.where(out.depth[0] > 0, np.minimum(out.depth[0], table), table).astype(np.float32)
+    return depth, (box, cyl), poses, out
+
+
+def test_plane_fit_finds_the_table_and_points_it_at_the_camera():
+    depth = _table_depth()
+    ys, xs = np.mgrid[0:H:8, 0:W:8]
+    z = depth[ys, xs]
+    pts = np.stack([(xs - K[0, 2]) * z / K[0, 0], (ys - K[1, 2]) * z / K[1, 1], z], -1).reshape(-1, 3)
+    plane = fit_support_plane(pts)
+    assert plane is not None and plane[3] > 0  # camera (origin) on the positive side
+    assert np.degrees(np.arccos(abs(plane[:3] @ (TILT @ np.array([0.0, 0.0, -1.0]))))) < 0.5
+    assert np.abs(pts @ plane[:3] + plane[3]).max() < 1e-3
+
+
+def test_each_object_on_the_table_is_one_segment(scene):
+    depth, (box, cyl), poses, out = scene
+    seg = segment_depth(depth, K)
+    assert seg.plane is not None and len(seg.segments) == 2
+    for i, mesh in enumerate((box, cyl)):
+        visible = out.mask[0] == i + 1
+        labels = seg.labels[visible]
+        label = np.bincount(labels[labels > 0]).argmax()
+        assert np.mean(labels == label) > 0.8  # the object's visible pixels, minus its rim
+        segment = next(s for s in seg.segments if s.label == label)
+        assert segment.extent < 1.2 * float(np.linalg.norm(mesh.extents))
+        # The visible surface's centroid is in front of the object's centre, by less than its size.
+        assert np.linalg.norm(segment.centroid - poses[i][1]) < 0.6 * float(np.linalg.norm(mesh.extents))
+
+
+def test_proposals_keep_only_segments_of_a_fitting_size(scene):
+    depth, (box, cyl), poses, _ = scene
+    seg = segment_depth(depth, K)
+    diameter = float(np.linalg.norm(box.extents))
+    props = segment_proposals(seg, diameter, diameter / 2, K)
+    assert props and all(0.15 * diameter <= p.segment.extent <= 1.3 * diameter for p in props)
+    centre_px = (K @ poses[0][1])[:2] / poses[0][1][2]
+    nearest = min(props, key=lambda p: np.linalg.norm(p.detection.center_xy - centre_px))
+    assert np.linalg.norm(nearest.detection.center_xy - centre_px) < 25  # px, on the box
+    assert nearest.detection.box_size > 0 and np.isfinite(nearest.centre).all()
+    assert segment_proposals(seg, 5.0, 2.5, K) == []  # a 5 m object fits no segment
+
+
+def test_explained_is_high_at_the_true_pose_and_low_elsewhere(scene):
+    depth, (box, cyl), poses, _ = scene
+    seg = segment_depth(depth, K)
+    points = np.asarray(box.sample(3000, seed=0))
+    diameter = float(np.linalg.norm(box.extents))
+    R, t = poses[0]
+    assert segment_explained(seg, points, R, t, K, diameter) > 0.8
+    # The box moved onto the cylinder: that segment is not a box.
+    R_c, t_c = poses[1]
+    assert segment_explained(seg, points, R, t_c, K, diameter) < 0.5
+    # Turned 90 degrees about the viewing ray, the box no longer covers its own segment.
+    turned = matrix_from_axis_angle(t / np.linalg.norm(t), np.radians(90)) @ R
+    assert segment_explained(seg, points, turned, t, K, diameter) < 0.8
+    assert segment_explained(seg, points, R, t + np.array([1.0, 0, 0]), K, diameter) == 0.0  # off image
+
+
+def test_bad_depth_gives_no_segments_not_an_error():
+    empty = segment_depth(np.zeros((H, W), np.float32), K)
+    assert empty.plane is None and empty.segments == [] and not empty.labels.any()
+    noisy = np.full((H, W), np.nan, np.float32)
+    noisy[100:200, 100:200] = 0.5
+    seg = segment_depth(noisy, K)
+    assert np.isfinite(seg.labels).all() and all(np.isfinite(s.centroid).all() for s in seg.segments)
