@@ -91,6 +91,15 @@ def _cmd_eval_stages(args: argparse.Namespace) -> None:
                 Path(args.out) if args.out else None, progress=not args.no_progress)
 
 
+def _cmd_eval_shape_codebook(args: argparse.Namespace) -> None:
+    from sixd_pose_ros.evaluation.shape_codebook_eval import run_shape_codebook_eval
+    from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+
+    run_shape_codebook_eval(Path(args.weights) if args.weights else WEIGHTS_DIR, Path(args.out) if args.out else None,
+                            n_objects=args.objects, samples_per_object=args.samples, n_refs=args.refs,
+                            seed=args.seed, progress=not args.no_progress)
+
+
 def _cmd_bench_stages(args: argparse.Namespace) -> None:
     from sixd_pose_ros.evaluation.stages import bench_stages
     from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
@@ -294,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_eval_stages)
+
+    p = sub.add_parser("eval-shape-codebook", help="held-out rotation retrieval without a mesh: B(z_o, R) "
+                       "codebooks from the query's or a few photos' shape code, next to the rendered one")
+    p.add_argument("--weights", help="folder with autoencoder.pt (default: shipped weights)")
+    p.add_argument("--objects", type=int, default=10, help="held-out objects")
+    p.add_argument("--samples", type=int, default=20, help="query crops per object")
+    p.add_argument("--refs", type=int, default=8, help="photos per object for the B(refs) shape code")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON file to write")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval_shape_codebook)
 
     p = sub.add_parser("bench-stages", help="CPU latency of detector and refiner at 640x480 (JSON)")
     p.add_argument("--weights", help="folder with detector.pt and refiner.pt (default: shipped weights)")

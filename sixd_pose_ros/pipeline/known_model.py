@@ -124,7 +124,15 @@ class KnownModelConfig:
     depth_proposals: int = 4
     # With depth: rotations of a coarse grid (pipeline/rotation_search.py) that best fit each
     # depth proposal's segment, tried besides the codebook's hits there. 0 = off.
-    rotation_search: int = 3
+    rotation_search: int = 6
+    # The search's grid: (icosphere subdivisions, in-plane angles); (1, 12) = 504 rotations.
+    rotation_search_grid: tuple[int, int] = (1, 12)
+    # Hypotheses rank by agreement x explained x similarity**this (the place's best codebook
+    # similarity: how much the crop there looks like the object). 0 = depth alone decides.
+    similarity_power: float = 2.0
+    # Depth segments up to this many diameters across are tried (touching objects merge into
+    # one segment larger than either).
+    max_segment_extent: float = 1.3
     # Off unless asked (each frame on its own, as evaluation over single frames wants); the node
     # turns it on (parameter tracking.enabled, default true).
     tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
@@ -177,7 +185,7 @@ class KnownModelEstimator:
                 self.objects.append(_LoadedObject(db, det_refs, feats, RenderMesh.from_trimesh(db.mesh), points,
                                                   object_diameter(np.asarray(db.mesh.vertices)), head,
                                                   SurfaceSamples.from_mesh(db.mesh)))
-        self._search_rotations = search_grid()
+        self._search_rotations = search_grid(*config.rotation_search_grid)
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -271,7 +279,8 @@ class KnownModelEstimator:
         places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
         n_peak_places = len(places)
         if segmentation is not None:
-            for prop in segment_proposals(segmentation, obj.diameter, norm.scale, K):
+            for prop in segment_proposals(segmentation, obj.diameter, norm.scale, K,
+                                          size_range=(0.15, cfg.max_segment_extent)):
                 prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
                 places.append((prop.detection, prop.centre, prop.segment))
         crops, cams = [], []
@@ -293,26 +302,26 @@ class KnownModelEstimator:
             first = [i for i in order if i < n_peak_places]
             rest = sorted((i for i in order if i >= n_peak_places), key=lambda i: -float(sim[i, 0]))
             order = first + rest[:cfg.depth_proposals]
-        hypotheses = []  # (R, t, detection, similarity)
+        hypotheses = []  # (R, t, detection, similarity, the place's best similarity)
         for i in order:
             det, vc, center, segment = cams[i]
             for j in range(idx.shape[1]):
                 R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
-                hypotheses.append((R, t, det, float(sim[i, j])))
+                hypotheses.append((R, t, det, float(sim[i, j]), float(sim[i, 0])))
             if segment is not None and cfg.rotation_search > 0:
                 for R, t, _ in coarse_rotation_search(obj.samples, self._search_rotations, segment.points,
                                                       frame.depth, K, obj.diameter, top=cfg.rotation_search):
-                    hypotheses.append((R, t, det, float(sim[i, 0])))
+                    hypotheses.append((R, t, det, float(sim[i, 0]), float(sim[i, 0])))
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
-        R, t, det, similarity = hypotheses[0]
+        R, t, det, similarity, _ = hypotheses[0]
         health = None
         if with_depth and len(hypotheses) > 1:
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
             best = None
-            for R_h, t_h, det_h, sim_h in hypotheses:
+            for R_h, t_h, det_h, sim_h, place_sim in hypotheses:
                 aligned = self._align(frame, obj, R_h, t_h, quick=True)
-                rank = aligned.agreement
+                rank = aligned.agreement * max(place_sim, 0.0) ** cfg.similarity_power
                 if segmentation is not None and aligned.agreement > 0:
                     rank *= segment_explained(segmentation, obj.surface_points, aligned.R, aligned.t, K,
                                               obj.diameter)
