@@ -61,6 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from sixd_pose_ros.training.train_refiner import train_refiner as train
     elif args.model == "selector":
         from sixd_pose_ros.training.train_selector import train_selector as train
+    elif args.model == "shape_block":
+        from sixd_pose_ros.training.train_shape_block import train_shape_block as train
     else:
         from sixd_pose_ros.training.train_autoencoder import train_autoencoder as train
     result = train(cfg, out, progress=not args.no_progress)
@@ -216,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="train the detector, refiner, autoencoder or selector from scratch (seeded)")
-    p.add_argument("model", choices=["detector", "refiner", "autoencoder", "selector"])
+    p.add_argument("model", choices=["detector", "refiner", "autoencoder", "selector", "shape_block"],
+                   help="shape_block: retrain only the autoencoder's conditioned block B (mesh-free "
+                        "codebooks) of --init-from or the shipped autoencoder.pt")
     p.add_argument("--config", help="training YAML (default config/train_<model>_cpu.yaml; "
                                     "config/train_<model>_gpu.yaml for a GPU, with torchrun for several)")
     p.add_argument("--seed", type=int, help="override the config's seed")

@@ -423,6 +423,15 @@ class ConditionedBlock(nn.Module):
         y = F.bilinear(z, p, self.W, self.bias) + self.lin(p)
         return self._head(y).reshape(*batch, self.d)
 
+    def codes_for(self, z_o: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """``B(z_o[n], R[n, k])`` for ``z_o (N, d)`` and ``R (N, K, 3, 3)`` -> ``(N, K, d)``, with
+        gradients: each shape code against its own K candidate rotations (what a retrieval loss
+        needs), contracting ``W`` with each ``z_o`` once as :meth:`codebook` does."""
+        p = self.pose_input(R.to(z_o.dtype))  # (N, K, d)
+        M = torch.einsum("ni,kij->nkj", z_o, self.W)  # (N, d_out, d_in)
+        y = torch.einsum("nkj,ncj->nck", M, p) + self.bias + self.lin(p)
+        return self._head(y)
+
     @torch.no_grad()
     def codebook(self, z_o: torch.Tensor, R: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """Codebook of one object without rendering: ``B(z_o, R_i)`` for ``R (N, 3, 3)``.
