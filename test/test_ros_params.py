@@ -38,6 +38,7 @@ def test_defaults_with_one_object(db):
     assert (p.image_topic, p.depth_topic, p.camera_info_topic) == (
         "color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
     assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 0 and p.use_depth
+    assert p.depth_proposals == 4 and p.rotation_search == 6
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
     assert p.tracking_enabled and p.tracking_min_health == 0.5 and p.tracking_max_lost_frames == 2
 
@@ -55,6 +56,8 @@ def test_lenient_where_the_meaning_is_clear(db):
     ({"min_score": 1.5}, "min_score: 1.5 is out of range [0.0, 1.0]"),
     ({"min_score": "high"}, "min_score: 'high' is not a number"),
     ({"refine_iterations": -1}, "refine_iterations: -1 must be >= 0"),
+    ({"depth_proposals": -2}, "depth_proposals: -2 must be >= 0"),
+    ({"rotation_search": "many"}, "rotation_search: 'many' is not an integer"),
     ({"slop": 0.0}, "slop: 0.0 is out of range (0.0, 10.0]"),
     ({"queue_size": 0}, "queue_size: 0 must be >= 1"),
     ({"use_depth": "maybe"}, "use_depth: 'maybe' is not a boolean; use use_depth:=true or use_depth:=false"),

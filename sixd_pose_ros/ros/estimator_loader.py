@@ -89,7 +89,8 @@ def load_estimator(params: NodeParams):
 
             config = KnownModelConfig(min_detection_score=params.min_score,
                                       refine_iterations=params.refine_iterations, use_depth=params.use_depth,
-                                      precision=params.precision)
+                                      depth_proposals=params.depth_proposals,
+                                      rotation_search=params.rotation_search, precision=params.precision)
             est = KnownModelEstimator.from_paths(objects, weights, config, use_refiner=params.refine_iterations > 0,
                                                  backend=params.backend)
     except SixdPoseError as exc:

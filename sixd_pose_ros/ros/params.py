@@ -41,6 +41,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
                                 "CPU-trained refiner does not improve poses yet, see its model card)"),
     "use_depth": (True, "subscribe to depth and align poses to it; false = RGB only"),
+    "depth_proposals": (4, "known_model with depth: segments of the depth image standing off the table that are "
+                           "tried per object besides the detector's peaks (0 = the detector's peaks only)"),
+    "rotation_search": (6, "known_model with depth: rotations of a coarse grid fitted to each depth segment, tried "
+                           "besides the codebook's hits (0 = off; each costs one quick depth alignment)"),
     "tracking.enabled": (True, "after a confident pose, later frames start from the previous pose and run "
                                "refinement only (needs depth; without it every frame runs detection)"),
     "tracking.min_health": (0.5, "a tracked pose whose depth agreement (0..1) is below this is lost: not "
@@ -81,6 +85,8 @@ class NodeParams:
     min_score: float
     refine_iterations: int
     use_depth: bool
+    depth_proposals: int
+    rotation_search: int
     tracking_enabled: bool
     tracking_min_health: float
     tracking_max_lost_frames: int
@@ -227,6 +233,8 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         min_score=_as_float("min_score", v["min_score"], problems, 0.0, 1.0),
         refine_iterations=_as_int("refine_iterations", v["refine_iterations"], problems, 0),
         use_depth=_as_bool("use_depth", v["use_depth"], problems),
+        depth_proposals=_as_int("depth_proposals", v["depth_proposals"], problems, 0),
+        rotation_search=_as_int("rotation_search", v["rotation_search"], problems, 0),
         tracking_enabled=_as_bool("tracking.enabled", v["tracking.enabled"], problems),
         tracking_min_health=_as_float("tracking.min_health", v["tracking.min_health"], problems, 0.0, 1.0),
         tracking_max_lost_frames=_as_int("tracking.max_lost_frames", v["tracking.max_lost_frames"], problems, 1),
