@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-iterations", type=int, help="override the estimator's refinement iterations")
     p.add_argument("--hypotheses", metavar="PEAKSxHITS", help="known_model with depth: detector peaks x codebook "
                    "hits tried per object and checked against depth (default 3x3; 1x1 = off)")
-    p.add_argument("--depth-proposals", type=int, metavar="N", help="known_model with depth: depth segments "
-                   "tried per object besides the detector's peaks (default 4; 0 = off)")
+    p.add_argument("--depth-proposals", type=int, metavar="N", help="with depth: depth segments tried per "
+                   "object besides the detector's peaks (default 4; 0 = off)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")

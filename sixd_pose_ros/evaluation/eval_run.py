@@ -56,7 +56,7 @@ class EvalOptions:
     codebook_grid: tuple[int, int] | None = None  # (subdivisions, in-plane angles): tests, experiments
     refine_iterations: int | None = None
     hypotheses: tuple[int, int] | None = None  # known_model with depth: (detector peaks, codebook hits)
-    depth_proposals: int | None = None  # known_model with depth: depth segments tried per object
+    depth_proposals: int | None = None  # with depth: depth segments tried per object (both modes)
     overlays: int = 0
     progress: bool = True
 
@@ -225,6 +225,8 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
         mf_config = ModelFreeConfig(use_depth=options.use_depth)
         if options.refine_iterations is not None:
             mf_config = replace(mf_config, refine_iterations=int(options.refine_iterations))
+        if options.depth_proposals is not None:
+            mf_config = replace(mf_config, depth_proposals=int(options.depth_proposals))
         ours = ModelFreeEstimator.from_paths(dirs, options.weights, config=mf_config, backend=options.backend)
     else:
         from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator

@@ -31,6 +31,7 @@ from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_ref
 from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
+from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
@@ -49,6 +50,11 @@ class ModelFreeConfig:
     # Depth of the object centre behind the median visible surface, in bounding radii: the
     # visible surface of a convex-ish object lies between 0 and 1 radius in front of the centre.
     surface_to_center_radii: float = 0.5
+    # With depth and metric references: up to this many segments of the depth image that stand off
+    # the table and fit the object's size (pipeline/depth_proposals.py) are tried besides the
+    # detector's best peak; the place whose crop the selector matches best (largest raw score)
+    # wins. 0 = the detector's peak only.
+    depth_proposals: int = 4
     backend: str = "auto"
     precision: str = "fp16"
     image_size: tuple[int, int] = (640, 480)
@@ -113,14 +119,21 @@ class ModelFreeEstimator:
         t0 = time.perf_counter()
         pyramid = image_pyramid(self._features, frame.rgb, self.config.detection_scales, self.backend.device)
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
+        segmentation = None
+        if self.config.use_depth and frame.depth is not None and self.config.depth_proposals > 0 and \
+                any(obj.db.metric for obj in self.objects):
+            t0 = time.perf_counter()
+            segmentation = segment_depth(frame.depth, K=frame.K)
+            timings["segment"] = 1000 * (time.perf_counter() - t0)
         poses = []
         for obj in self.objects:
-            pose = self._estimate_one(frame, pyramid, obj, timings)
+            pose = self._estimate_one(frame, pyramid, obj, timings, segmentation)
             if pose is not None:
                 poses.append(pose)
         return poses
 
-    def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict) -> ObjectPose | None:
+    def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict,
+                      segmentation=None) -> ObjectPose | None:
         cfg, K, name = self.config, frame.K, obj.db.name
         norm = obj.db.normalization
         t0 = time.perf_counter()
@@ -128,15 +141,32 @@ class ModelFreeEstimator:
         det = peaks[0] if peaks else None
         timings[f"{name}/detect"] = 1000 * (time.perf_counter() - t0)
         if det is None or det.score < cfg.min_detection_score:
-            return None
-        t_n = initial_translation(det.center_xy, det.box_size, K)  # object centre, normalized units
-        try:
-            vc = object_centred_camera(K, t_n, 1.0, cfg.crop_size)
-        except DegenerateReferenceError:
-            return None
+            return None  # the detector decides whether the object is in view; depth only adds places
+        # Places: the detector's peak, plus depth segments that fit the object's (metric) size.
+        places = [(det, initial_translation(det.center_xy, det.box_size, K))]  # centre in normalized units
+        if segmentation is not None and obj.db.metric:
+            diameter = 2.0 * norm.scale
+            props = segment_proposals(segmentation, diameter, norm.scale, K)
+            # The segments whose visible size is nearest to what the object shows (~0.7 diameter) first.
+            props.sort(key=lambda p: abs(np.log(p.segment.extent / (0.7 * diameter))))
+            for prop in props[:cfg.depth_proposals]:
+                prop.detection.score = det.score  # the detector saw the object; the selector picks where
+                places.append((prop.detection, prop.centre / norm.scale))
         t1 = time.perf_counter()
-        crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
-        scores, angle = obj.selector(_images(crop[None], self.backend.device))
+        best = None
+        for place_det, t_place in places:
+            try:
+                vc = object_centred_camera(K, t_place, 1.0, cfg.crop_size)
+            except DegenerateReferenceError:
+                continue
+            crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
+            scores, angle = obj.selector(_images(crop[None], self.backend.device))
+            match = float(torch.as_tensor(scores).max())  # raw score: comparable across places
+            if best is None or match > best[0]:
+                best = (match, place_det, t_place, vc, scores, angle)
+        if best is None:
+            return None
+        _, det, t_n, vc, scores, angle = best
         sel = decode_selection(SelectorOutput(scores=scores, angle=angle))[0]
         R_n = vc.R_v.T @ initial_rotation(obj.selector_R[sel.index], sel.inplane)
         timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)

@@ -41,8 +41,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
                                 "CPU-trained refiner does not improve poses yet, see its model card)"),
     "use_depth": (True, "subscribe to depth and align poses to it; false = RGB only"),
-    "depth_proposals": (4, "known_model with depth: segments of the depth image standing off the table that are "
-                           "tried per object besides the detector's peaks (0 = the detector's peaks only)"),
+    "depth_proposals": (4, "with depth: segments of the depth image standing off the table that are tried per "
+                           "object besides the detector's peaks (0 = the detector's peaks only; model_free: "
+                           "metric references only)"),
     "rotation_search": (6, "known_model with depth: rotations of a coarse grid fitted to each depth segment, tried "
                            "besides the codebook's hits (0 = off; each costs one quick depth alignment)"),
     "tracking.enabled": (True, "after a confident pose, later frames start from the previous pose and run "
