@@ -284,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_replay)
 
+    p = sub.add_parser("capture-bag", help="model-free references from a recorded arm sweep: the bag (colour, "
+                       "depth, camera_info, /tf, /tf_static) played into capture_references")
+    p.add_argument("bag", help="rosbag2 folder")
+    p.add_argument("--out", required=True, help="folder to write (format (a), for build-object --images)")
+    p.add_argument("--world-frame", help="fixed frame of the camera poses (default: the parameter file's, "
+                                         "else base_link)")
+    p.add_argument("--namespace", default="/camera", help="camera namespace of the bag's topics")
+    p.add_argument("--params-file", help="capture parameters (config/capture_references.yaml)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="one capture parameter, e.g. topics.depth=depth/image_raw (repeatable)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback rate (1.0 = as recorded)")
+    p.set_defaults(func=_cmd_capture_bag)
+
     p = sub.add_parser("eval-tables", help="model-free held-out tables: accuracy vs. references and "
                                           "refinement iterations (JSON + markdown)")
     p.add_argument("dataset", help="BOP dataset root or scene, or a rosbag2 bag (as for eval)")
@@ -444,6 +457,24 @@ def _cmd_replay(args: argparse.Namespace) -> None:
     print(f"published {extra['frames_published']} frames, answered {extra['frames_answered']}, dropped "
           f"(node busy) {extra['frames_dropped_busy']}; end-to-end latency median "
           f"{extra['end_to_end_latency_ms']['median']} ms; report in {args.out}")
+
+
+def _cmd_capture_bag(args: argparse.Namespace) -> None:
+    """Model-free references from a recorded sweep: the bag played into the capture node."""
+    import yaml
+
+    from sixd_pose_ros.ros.capture_bag import capture_from_bag
+
+    params = {"world_frame": args.world_frame} if args.world_frame else {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SixdPoseError(f"--param {item!r}: write it as NAME=VALUE, e.g. --param topics.depth=depth/image_raw")
+        params[key] = yaml.safe_load(value)  # numbers, booleans and lists as in a parameter file
+    result = capture_from_bag(args.bag, args.out, namespace=args.namespace, rate=args.rate, params=params,
+                              params_file=args.params_file)
+    print(f"{result.message}\nframes: {result.counts}; {result.bag_seconds:.1f} s of bag in "
+          f"{result.wall_seconds:.1f} s")
 
 
 def _cmd_eval_tables(args: argparse.Namespace) -> None:

@@ -633,3 +633,78 @@ def test_the_program_finishes_on_ctrl_c(player, recording, tmp_path):
     T_o2w = np.array(info["object_frame"]["to_input"])
     center_db = T_o2w[:3, :3] @ np.array(info["normalization"]["center"]) + T_o2w[:3, 3]
     assert np.linalg.norm(center_db - recording.center) < 0.02
+
+
+def _write_capture_bag(rec, path: Path, storage: str = "mcap") -> None:
+    """The recording as `ros2 bag record` would store it: colour, depth (16UC1 mm), camera_info,
+    /tf (world -> tool0 per frame) and /tf_static (tool0 -> camera), at 10 Hz."""
+    from sixd_pose_ros.datasets.rosbag import _MessageFactory, _open_writer  # the bag writer's own helpers
+
+    make = _MessageFactory()
+    ts, types = make.ts, make.ts.types
+
+    def tf_message(header, parent: str, child: str, T: np.ndarray):
+        x, y, z, w = Rotation.from_matrix(T[:3, :3]).as_quat()
+        tr = types["geometry_msgs/msg/TransformStamped"](
+            header=make.header(header, parent), child_frame_id=child,
+            transform=make.Transform(translation=make.Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                                     rotation=make.Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))))
+        return make.TFMessage(transforms=[tr])
+
+    image, info, tfm = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "tf2_msgs/msg/TFMessage"
+    with _open_writer(path, storage) as writer:
+        color = writer.add_connection("/camera/color/image_raw", image, typestore=ts)
+        depth = writer.add_connection("/camera/aligned_depth_to_color/image_raw", image, typestore=ts)
+        cinfo = writer.add_connection("/camera/color/camera_info", info, typestore=ts)
+        tf = writer.add_connection("/tf", tfm, typestore=ts)
+        tf_static = writer.add_connection("/tf_static", tfm, typestore=ts)
+        writer.write(tf_static, rec.t0 - NS // 20, ts.serialize_cdr(tf_message(0, "tool0", CAMERA, rec.T_tool_cam), tfm))
+        for i, (rgb, d) in enumerate(rec.frames):
+            stamp = rec.t0 + i * NS // 10
+            header = make.header(stamp, CAMERA)
+            T_world_tool = rec.T_wc[i] @ np.linalg.inv(rec.T_tool_cam)
+            writer.write(tf, stamp, ts.serialize_cdr(tf_message(stamp, "world", "tool0", T_world_tool), tfm))
+            writer.write(depth, stamp, ts.serialize_cdr(
+                make.image(header, np.round(d * 1000).astype(np.uint16), "16UC1"), image))
+            writer.write(cinfo, stamp, ts.serialize_cdr(make.camera_info(header, K, W, H), info))
+            writer.write(color, stamp, ts.serialize_cdr(make.image(header, rgb, "rgb8"), image))
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_capture_from_a_recorded_bag_writes_the_same_references(recording, tmp_path):
+    """Issue 5: a rosbag2 recording (camera poses on /tf) played into the capture node on the bag's
+    time gives the folder the live capture gives: the frames that moved enough, their poses from
+    TF, and the object box from depth; build-object takes it."""
+    from sixd_pose_ros.objects.model_free_database import build_model_free_database
+    from sixd_pose_ros.ros.capture_bag import capture_from_bag
+
+    rec = recording
+    bag = tmp_path / "sweep"
+    _write_capture_bag(rec, bag)
+    result = capture_from_bag(bag, tmp_path / "refs", params={"world_frame": "world", "tf.backend": "own"})
+    expected = _expected_kept(rec.T_wc, 0.03, 10.0)
+    assert result.counts == {"kept": len(expected), "skipped_motion": len(rec.frames) - len(expected),
+                             "no_tf": 0, "bad_frame": 0}, result
+    poses = json.loads((result.output / "poses.json").read_text())
+    for entry, i in zip(poses["images"], expected):
+        np.testing.assert_allclose(np.array(entry["camera_to_world"]), rec.T_wc[i], atol=1e-6)
+    assert np.linalg.norm(np.array(poses["object"]["center"]) - rec.center) < 0.005
+    t0 = time.perf_counter()
+    db = build_model_free_database(result.output, "from_bag", tmp_path / "objects", progress=False)
+    info = json.loads((db / "object.json").read_text())
+    assert info["metric"] and info["references"]["n_views"] == len(expected)
+    print(f"\ncapture from a {result.bag_seconds:.1f} s bag: {result.wall_seconds:.2f} s; build-object "
+          f"{time.perf_counter() - t0:.2f} s")
+
+
+@pytest.mark.ros
+def test_capture_from_a_bag_without_tf_writes_nothing_and_says_why(recording, tmp_path):
+    from sixd_pose_ros.ros.capture_bag import capture_from_bag
+
+    bag = tmp_path / "sweep"
+    _write_capture_bag(recording, bag)
+    with pytest.raises(CaptureError, match="no_tf"):
+        capture_from_bag(bag, tmp_path / "refs", params={"world_frame": "map", "tf.backend": "own", "tf.wait": 0.1},
+                         settle_s=10.0)
+    assert not (tmp_path / "refs").exists()

@@ -742,6 +742,11 @@ class CaptureReferencesNode(Node):
         self._last_progress = (time.monotonic(), None)
 
     @property
+    def waiting_for_tf(self) -> int:
+        """Synchronized frames not yet decided because their camera pose is not in TF yet."""
+        return len(self._pending)
+
+    @property
     def done(self) -> bool:
         """Finished (the folder is written) or failed for good."""
         return self.result is not None or bool(self.failed)

@@ -8,7 +8,6 @@ exactly as it would on the robot, and those drops are what this measures next to
 """
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,15 +16,13 @@ from typing import Sequence
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
-from rosgraph_msgs.msg import Clock
 
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.rotations import matrix_from_quat_xyzw
+from sixd_pose_ros.ros.bag_player import message_class, play_bag
 from sixd_pose_ros.ros.demo_runner import shutdown_session
 from sixd_pose_ros.ros.node import SixdPoseNode
 from sixd_pose_ros.ros.sync import stamp_ns
@@ -52,11 +49,6 @@ class ReplayResult:
     topics: dict[str, str] = field(default_factory=dict)
 
 
-def _message_class(msgtype: str):
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
-
-
 def _relative(topic: str, namespace: str) -> str:
     prefix = namespace.rstrip("/") + "/"
     if not topic.startswith(prefix):
@@ -73,8 +65,6 @@ def replay_bag(bag: str | Path, object_dirs: Sequence[str | Path], weights_dir: 
     ``topics``: ``color``, ``depth`` (optional), ``info`` and ``tf`` (optional) topic names in
     the bag (absolute); the node's topic parameters are remapped to them.
     """
-    from rosbags.rosbag2 import Reader
-
     if rate <= 0:
         raise SixdPoseError(f"--rate {rate} must be positive")
     names = [Path(p).name for p in object_dirs]
@@ -115,30 +105,15 @@ def replay_bag(bag: str | Path, object_dirs: Sequence[str | Path], weights_dir: 
         executor.add_node(node)
         executor.add_node(player)
         threading.Thread(target=executor.spin, daemon=True).start()
-        clock_pub = player.create_publisher(Clock, "/clock", QoSProfile(depth=10))
-        with Reader(Path(bag)) as reader:
-            # Not /tf: the bag's transforms are the ground truth, scored offline; the node does
-            # not read TF, and replaying them would put the answers next to the node's output.
-            wanted = {t for k, t in topics.items() if t and k != "tf"}
-            conns = [c for c in reader.connections if c.topic in wanted]
-            pubs = {c.topic: player.create_publisher(_message_class(c.msgtype), c.topic, 10) for c in conns}
-            deadline = time.monotonic() + 20
-            while any(p.get_subscription_count() == 0 for p in pubs.values()) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-            t0_bag = None
-            t0_wall = time.monotonic()
-            for conn, bag_time, raw in reader.messages(connections=conns):
-                if t0_bag is None:
-                    t0_bag = bag_time
-                due = t0_wall + (bag_time - t0_bag) / 1e9 / rate
-                while (delay := due - time.monotonic()) > 0:
-                    time.sleep(min(delay, 0.05))
-                clock_pub.publish(Clock(clock=Time(sec=bag_time // 10**9, nanosec=bag_time % 10**9)))
-                pubs[conn.topic].publish(bytes(raw))  # the recorded CDR bytes, as ros2 bag play does
-                if conn.topic == topics["color"]:
-                    published[_header_stamp(raw, conn.msgtype)] = time.monotonic()
-                bag_span = (bag_time - t0_bag) / 1e9
+        # Not /tf: the bag's transforms are the ground truth, scored offline; the node does not
+        # read TF, and replaying them would put the answers next to the node's output.
+        wanted = {t for k, t in topics.items() if t and k != "tf"}
+
+        def on_message(topic: str, msgtype: str, bag_time: int, raw: bytes) -> None:
+            if topic == topics["color"]:
+                published[_header_stamp(raw, msgtype)] = time.monotonic()
+
+        bag_span = play_bag(player, bag, topics=wanted, rate=rate, on_message=on_message)
         # Let the node finish what it holds: every colour frame it synchronized is processed,
         # dropped or rejected; then a short quiet period for the last answers to arrive.
         deadline = time.monotonic() + settle_s + 120.0
@@ -159,5 +134,5 @@ def _header_stamp(raw: bytes | memoryview, msgtype: str) -> int:
     """Header stamp of a serialized message (its first field for sensor images)."""
     from rclpy.serialization import deserialize_message
 
-    msg = deserialize_message(bytes(raw), _message_class(msgtype))
+    msg = deserialize_message(bytes(raw), message_class(msgtype))
     return stamp_ns(msg)
