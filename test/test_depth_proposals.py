@@ -95,17 +95,24 @@ def test_proposals_keep_only_segments_of_a_fitting_size(scene):
 def test_explained_is_high_at_the_true_pose_and_low_elsewhere(scene):
     depth, (box, cyl), poses, _ = scene
     seg = segment_depth(depth, K)
-    points = np.asarray(box.sample(3000, seed=0))
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(box.sample(3000, seed=0)))
     diameter = float(np.linalg.norm(box.extents))
     R, t = poses[0]
-    assert segment_explained(seg, points, R, t, K, diameter) > 0.8
+    assert segment_explained(seg, tree, R, t, K, diameter) > 0.8
     # The box moved onto the cylinder: that segment is not a box.
     R_c, t_c = poses[1]
-    assert segment_explained(seg, points, R, t_c, K, diameter) < 0.5
+    assert segment_explained(seg, tree, R, t_c, K, diameter) < 0.5
     # Turned 90 degrees about the viewing ray, the box no longer covers its own segment.
     turned = matrix_from_axis_angle(t / np.linalg.norm(t), np.radians(90)) @ R
-    assert segment_explained(seg, points, turned, t, K, diameter) < 0.8
-    assert segment_explained(seg, points, R, t + np.array([1.0, 0, 0]), K, diameter) == 0.0  # off image
+    assert segment_explained(seg, tree, turned, t, K, diameter) < 0.8
+    assert segment_explained(seg, tree, R, t + np.array([1.0, 0, 0]), K, diameter) == 0.0  # off image
+    # A model whose origin is at its base: the centre argument finds the segment all the same.
+    base = np.array([0.0, 0.0, -0.03])
+    tree_base = cKDTree(np.asarray(box.sample(3000, seed=0)) - base)
+    t_base = t + R @ base
+    assert segment_explained(seg, tree_base, R, t_base, K, diameter, center=-base) > 0.8
 
 
 def test_bad_depth_gives_no_segments_not_an_error():

@@ -89,6 +89,8 @@ def segment_depth(depth: np.ndarray, K: np.ndarray, *, plane_tol: float = 0.008,
     xyz = np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
     valid = depth > 0
     sub = xyz[::step, ::step][valid[::step, ::step]]
+    # Sensor noise grows with distance (~1 % of the depth at 2 m for structured light / stereo).
+    plane_tol = max(plane_tol, 0.006 * float(np.median(sub[:, 2]))) if len(sub) else plane_tol
     plane = fit_support_plane(sub.astype(np.float64), tol=plane_tol, seed=seed)
     keep = valid.copy()
     if plane is not None:
@@ -105,18 +107,21 @@ def segment_depth(depth: np.ndarray, K: np.ndarray, *, plane_tol: float = 0.008,
     count, labels = cv2.connectedComponents((keep & ~edges).astype(np.uint8), connectivity=8)
     labels = labels.astype(np.int32)
     sizes = np.bincount(labels.ravel(), minlength=count)
+    big = sizes >= min_pixels
+    big[0] = False
+    labels[~big[labels]] = 0
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")  # one pass groups every segment's pixels
+    bounds = np.searchsorted(flat[order], np.arange(count + 1))
+    points = xyz.reshape(-1, 3)
     segments = []
     rng = np.random.default_rng(seed)
-    for label in np.flatnonzero(sizes >= min_pixels):
-        if label == 0:
-            continue
-        pts = xyz[labels == label]
+    for label in np.flatnonzero(big):
+        pts = points[order[bounds[label]:bounds[label + 1]]]
         lo, hi = np.percentile(pts, [2, 98], axis=0)
         sample = pts if len(pts) <= 1500 else pts[rng.choice(len(pts), 1500, replace=False)]
         segments.append(DepthSegment(int(label), pts.mean(0).astype(np.float64), float(np.linalg.norm(hi - lo)),
                                      int(len(pts)), sample.astype(np.float64)))
-    small = np.isin(labels, [s.label for s in segments], invert=True)
-    labels[small] = 0
     return DepthSegmentation(labels, segments, plane)
 
 
@@ -150,16 +155,22 @@ def segment_proposals(segmentation: DepthSegmentation, diameter: float, radius: 
     return out
 
 
-def segment_explained(segmentation: DepthSegmentation, model_points: np.ndarray, R: np.ndarray,
-                      t: np.ndarray, K: np.ndarray, diameter: float) -> float:
-    """Fraction of the segment under the pose's projected centre that lies on the posed model
+def segment_explained(segmentation: DepthSegmentation, model_tree, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+                      diameter: float, center: np.ndarray | None = None) -> float:
+    """Fraction of the segment under the object's projected centre that lies on the posed model
     (within max(1 cm, 5 % of the diameter) of its surface samples); 0 when the centre falls on
     no segment. Agreement alone (how much of the model the depth confirms) prefers a small
     object lying on a large one; this is the other half: how much of what is there the model
-    accounts for."""
-    if t[2] <= 1e-6:
+    accounts for.
+
+    model_tree: a scipy cKDTree of the model's surface samples in the model frame (built once per
+    object; the segment's points are moved into the model frame instead). center: the object's
+    centre in the model frame (its origin may be anywhere, e.g. at its base); default the origin.
+    """
+    c = R @ (np.zeros(3) if center is None else np.asarray(center, np.float64)) + t
+    if c[2] <= 1e-6:
         return 0.0
-    u, v = (K @ t)[:2] / t[2]
+    u, v = (K @ c)[:2] / c[2]
     height, width = segmentation.labels.shape
     x0, x1 = int(max(0, round(u) - 3)), int(min(width, round(u) + 4))
     y0, y1 = int(max(0, round(v) - 3)), int(min(height, round(v) + 4))
@@ -173,8 +184,5 @@ def segment_explained(segmentation: DepthSegmentation, model_points: np.ndarray,
     seg = next((s for s in segmentation.segments if s.label == label), None)
     if seg is None:
         return 0.0
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(model_points @ R.T + t)
-    dist, _ = tree.query(seg.points, distance_upper_bound=max(0.01, 0.05 * diameter))
+    dist, _ = model_tree.query((seg.points - t) @ R, distance_upper_bound=max(0.01, 0.05 * diameter))
     return float(np.mean(np.isfinite(dist)))

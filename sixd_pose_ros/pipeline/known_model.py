@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
 from sixd_pose_ros.engines.export import (
@@ -69,7 +70,7 @@ from sixd_pose_ros.pipeline.detection import (
     image_pyramid,
 )
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
-from sixd_pose_ros.pipeline.rotation_search import SurfaceSamples, coarse_rotation_search, search_grid
+from sixd_pose_ros.pipeline.rotation_search import RotationSearch, search_grid
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
 from sixd_pose_ros.render.renderer import RenderMesh
@@ -99,7 +100,8 @@ class _LoadedObject:
     surface_points: np.ndarray  # (M, 3) meters, model frame
     diameter: float
     det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
-    samples: SurfaceSamples | None = None  # for the coarse rotation search
+    search: RotationSearch | None = None  # coarse rotation search (None: off, or a mesh without faces)
+    model_tree: cKDTree | None = None  # surface_points in the model frame, for segment_explained
 
 
 @dataclass
@@ -112,9 +114,9 @@ class KnownModelConfig:
     # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
     # image at these scales as well extends that to near objects (x0.5: up to 340 px).
     detection_scales: tuple[float, ...] = (1.0, 0.5)
-    # With depth: hypotheses tried per object, (detector peaks, codebook hits per peak); each is
-    # aligned to the depth and the one the depth confirms best (DepthAlignment.agreement) wins.
-    # RGB-only frames have no such check and use the best peak's best hit. (1, 1) = off.
+    # With depth: hypotheses tried per object, (detector peaks, codebook hits per place); each is
+    # aligned to the depth and ranked (see similarity_power). RGB-only frames have no such check
+    # and use the best peak's best hit. (1, 1) with depth_proposals = 0 = one hypothesis.
     hypotheses: tuple[int, int] = (3, 3)
     # With depth: up to this many segments of the depth image that stand off the table and fit
     # the object's size (pipeline/depth_proposals.py) join the detector's peaks as places to try,
@@ -182,10 +184,11 @@ class KnownModelEstimator:
                 head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
                                                          scales))
                 db.codebook.to(device)  # codes resident where the pose codes are computed
+                search = RotationSearch.for_mesh(db.mesh, search_grid(*config.rotation_search_grid)) \
+                    if config.use_depth and config.rotation_search > 0 else None
                 self.objects.append(_LoadedObject(db, det_refs, feats, RenderMesh.from_trimesh(db.mesh), points,
-                                                  object_diameter(np.asarray(db.mesh.vertices)), head,
-                                                  SurfaceSamples.from_mesh(db.mesh)))
-        self._search_rotations = search_grid(*config.rotation_search_grid)
+                                                  object_diameter(np.asarray(db.mesh.vertices)), head, search,
+                                                  cKDTree(points)))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -278,11 +281,15 @@ class KnownModelEstimator:
         t1 = time.perf_counter()
         places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
         n_peak_places = len(places)
-        if segmentation is not None:
-            for prop in segment_proposals(segmentation, obj.diameter, norm.scale, K,
-                                          size_range=(0.15, cfg.max_segment_extent)):
+        if segmentation is not None and cfg.depth_proposals > 0:
+            props = segment_proposals(segmentation, obj.diameter, norm.scale, K,
+                                      size_range=(0.15, cfg.max_segment_extent))
+            for prop in props:
                 prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
-                places.append((prop.detection, prop.centre, prop.segment))
+            # Twice the budget, by the detector's heat there, go on to the encoder (its batch stays
+            # bounded in clutter); the similarity of their crops picks the budget among them.
+            props.sort(key=lambda p: -p.detection.score)
+            places += [(p.detection, p.centre, p.segment) for p in props[:2 * cfg.depth_proposals]]
         crops, cams = [], []
         for det, center, segment in places:
             try:
@@ -294,24 +301,24 @@ class KnownModelEstimator:
             cams.append((det, vc, center, segment))
         if not crops:
             return None
-        _, z_p = self._encoder(_images(np.stack(crops), self.backend.device))
+        # Chunks of 8: the encoder's engine profile (engines/export.py) takes at most 8 crops.
+        z_p = torch.cat([self._encoder(_images(np.stack(crops[c:c + 8]), self.backend.device))[1]
+                         for c in range(0, len(crops), 8)])
         idx, sim = obj.db.codebook.lookup(z_p, k=max(1, n_hits))
         idx, sim = idx.cpu().numpy(), sim.cpu().numpy()
-        order = list(range(len(cams)))
-        if len(cams) > n_peak_places:  # the segments that look most like the object, up to the budget
-            first = [i for i in order if i < n_peak_places]
-            rest = sorted((i for i in order if i >= n_peak_places), key=lambda i: -float(sim[i, 0]))
-            order = first + rest[:cfg.depth_proposals]
+        # The detector's peaks, then the segments that look most like the object, up to the budget.
+        peaks = [i for i, cam in enumerate(cams) if cam[3] is None]
+        segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -float(sim[i, 0]))
+        order = peaks + segs[:cfg.depth_proposals]
         hypotheses = []  # (R, t, detection, similarity, the place's best similarity)
         for i in order:
             det, vc, center, segment = cams[i]
             for j in range(idx.shape[1]):
                 R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
                 hypotheses.append((R, t, det, float(sim[i, j]), float(sim[i, 0])))
-            if segment is not None and cfg.rotation_search > 0:
-                for R, t, _ in coarse_rotation_search(obj.samples, self._search_rotations, segment.points,
-                                                      frame.depth, K, obj.diameter, top=cfg.rotation_search):
-                    hypotheses.append((R, t, det, float(sim[i, 0]), float(sim[i, 0])))
+            if segment is not None and obj.search is not None and cfg.rotation_search > 0:
+                for R, t, _ in obj.search(segment.points, frame.depth, K, obj.diameter, top=cfg.rotation_search):
+                    hypotheses.append((R, t, det, float(sim[i, 0]), float(sim[i, 0])))  # the place's look
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
         R, t, det, similarity, _ = hypotheses[0]
         health = None
@@ -323,8 +330,10 @@ class KnownModelEstimator:
                 aligned = self._align(frame, obj, R_h, t_h, quick=True)
                 rank = aligned.agreement * max(place_sim, 0.0) ** cfg.similarity_power
                 if segmentation is not None and aligned.agreement > 0:
-                    rank *= segment_explained(segmentation, obj.surface_points, aligned.R, aligned.t, K,
-                                              obj.diameter)
+                    # Floored: when no hypothesis lands on a segment (no table found, flat or tiny
+                    # objects), agreement still orders them.
+                    rank *= max(0.05, segment_explained(segmentation, obj.model_tree, aligned.R, aligned.t, K,
+                                                        obj.diameter, center=norm.center))
                 if best is None or rank > best[0]:
                     best = (rank, aligned, det_h, sim_h)
             _, aligned, det, similarity = best

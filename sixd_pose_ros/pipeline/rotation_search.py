@@ -23,6 +23,14 @@ import trimesh
 from sixd_pose_ros.geometry.sampling import viewpoint_rotation_grid
 
 
+class _QuietShortfall(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("only got")
+
+
+logging.getLogger("trimesh.sample").addFilter(_QuietShortfall())
+
+
 @dataclass
 class SurfaceSamples:
     """Points on a model's surface with their outward normals (model frame, meters)."""
@@ -33,14 +41,9 @@ class SurfaceSamples:
     @classmethod
     def from_mesh(cls, mesh: trimesh.Trimesh, count: int = 240, seed: int = 0) -> "SurfaceSamples":
         # Evenly spread samples fit the grid search better than random ones (measured in the tests);
-        # the even sampler rejects close points and logs when it returns fewer, which is fine here.
-        sample_log = logging.getLogger("trimesh.sample")
-        level = sample_log.level
-        sample_log.setLevel(logging.ERROR)
-        try:
-            points, faces = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
-        finally:
-            sample_log.setLevel(level)
+        # the even sampler rejects close points and logs when it returns fewer, which is fine here
+        # (_QuietShortfall drops that one message, for every caller, without touching levels).
+        points, faces = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
         if len(points) < count // 2:  # very thin meshes: too few even samples
             points, faces = trimesh.sample.sample_surface(mesh, count, seed=seed)
         return cls(np.asarray(points, dtype=np.float64), np.asarray(mesh.face_normals[faces], dtype=np.float64))
@@ -49,6 +52,27 @@ class SurfaceSamples:
 def search_grid(subdivisions: int = 1, n_inplane: int = 12) -> np.ndarray:
     """(M, 3, 3) rotations for the search (default 42 views x 12 angles = 504, ~30 deg apart)."""
     return viewpoint_rotation_grid(subdivisions, n_inplane).astype(np.float64)
+
+
+class RotationSearch:
+    """The grid's rotated surface samples of one object, computed once when the object loads
+    (they do not depend on the frame): a search then costs one projection of them."""
+
+    def __init__(self, samples: SurfaceSamples, rotations: np.ndarray) -> None:
+        self.rotations = np.asarray(rotations, dtype=np.float64)
+        self.points = np.einsum("mij,pj->mpi", self.rotations, samples.points)  # (M, P, 3) camera axes
+        self.normals = np.einsum("mij,pj->mpi", self.rotations, samples.normals)
+
+    @classmethod
+    def for_mesh(cls, mesh: trimesh.Trimesh, rotations: np.ndarray) -> "RotationSearch | None":
+        """None for a mesh without faces (a point cloud has no normals to tell the visible side)."""
+        if len(mesh.faces) == 0:
+            return None
+        return cls(SurfaceSamples.from_mesh(mesh), rotations)
+
+    def __call__(self, segment_points: np.ndarray, depth: np.ndarray, K: np.ndarray, diameter: float,
+                 **kwargs) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        return _search(self.rotations, self.points, self.normals, segment_points, depth, K, diameter, **kwargs)
 
 
 def coarse_rotation_search(samples: SurfaceSamples, rotations: np.ndarray, segment_points: np.ndarray,
@@ -68,12 +92,16 @@ def coarse_rotation_search(samples: SurfaceSamples, rotations: np.ndarray, segme
     Returns:
         [(R, t, fit)] best first; fit is the fraction of visible samples that agree.
     """
+    return RotationSearch(samples, rotations)(segment_points, depth, K, diameter, top=top,
+                                              tol_fraction=tol_fraction, min_separation_deg=min_separation_deg)
+
+
+def _search(rotations, pts, nrm, segment_points, depth, K, diameter, *, top: int = 3, tol_fraction: float = 0.12,
+            min_separation_deg: float = 40.0) -> list[tuple[np.ndarray, np.ndarray, float]]:
     if len(segment_points) < 10 or len(rotations) == 0:
         return []
     centroid = segment_points.mean(0)
     view = centroid / np.linalg.norm(centroid)
-    pts = np.einsum("mij,pj->mpi", rotations, samples.points)  # (M, P, 3) rotated, camera axes
-    nrm = np.einsum("mij,pj->mpi", rotations, samples.normals)
     facing = (nrm @ view) < 0.0  # (M, P): the side a camera on this ray sees (self-occlusion ignored)
     count = facing.sum(1)
     ok = count >= 5

@@ -20,7 +20,6 @@ from rclpy.parameter import Parameter
 
 from sixd_pose_ros.ros.bag_player import play_bag
 from sixd_pose_ros.ros.capture_references import CaptureError, CaptureReferencesNode
-from sixd_pose_ros.ros.demo_runner import shutdown_session
 
 
 @dataclass
@@ -47,27 +46,30 @@ def capture_from_bag(bag: str | Path, output: str | Path, *, namespace: str = "/
     args = ["--ros-args", "--params-file", str(params_file)] if params_file else None
     ctx = rclpy.Context()
     rclpy.init(args=args, context=ctx)
-    overrides = [Parameter(k, value=v) for k, v in {**(params or {}), "output": str(output)}.items()]
-    overrides.append(Parameter("use_sim_time", value=True))
-    node = CaptureReferencesNode(context=ctx, namespace=namespace.strip("/"), parameter_overrides=overrides)
-    player = rclpy.create_node("sixd_capture_bag_player", context=ctx)
-    executor = MultiThreadedExecutor(num_threads=3, context=ctx)
+    node = player = executor = None
     try:
+        overrides = [Parameter(k, value=v) for k, v in {**(params or {}), "output": str(output)}.items()]
+        overrides.append(Parameter("use_sim_time", value=True))
+        node = CaptureReferencesNode(context=ctx, namespace=namespace.strip("/"), parameter_overrides=overrides)
+        player = rclpy.create_node("sixd_capture_bag_player", context=ctx)
+        executor = MultiThreadedExecutor(num_threads=3, context=ctx)
         if not node.start():
             raise CaptureError(node.failed)
         executor.add_node(node)
         executor.add_node(player)
         threading.Thread(target=executor.spin, daemon=True).start()
-        bag_seconds = play_bag(player, bag, rate=rate)
-        # Every frame the node synchronized is decided (kept, skipped, or without TF) before the
+        # Only what the node reads: a bag's other topics (a recorded /clock above all, which would
+        # fight the one played here) stay in the bag.
+        bag_seconds = play_bag(player, bag, topics=set(node.input_topics) | {"/tf", "/tf_static"}, rate=rate)
+        # Every frame the node received is decided (kept, skipped, or without TF) before the
         # capture is written; a frame waiting for TF gives up after tf.wait.
         deadline = time.monotonic() + settle_s
         last, quiet_since = None, time.monotonic()
         while time.monotonic() < deadline:
-            state = (tuple(node.counts.values()), node.waiting_for_tf)
+            state = (tuple(node.counts.values()), tuple(node.received.values()), node.waiting_for_tf)
             if state != last:
                 last, quiet_since = state, time.monotonic()
-            elif state[1] == 0 and time.monotonic() - quiet_since > 1.0:
+            elif state[2] == 0 and time.monotonic() - quiet_since > 1.0:
                 break
             time.sleep(0.05)
         ok, message = node.finish_capture()
@@ -76,4 +78,9 @@ def capture_from_bag(bag: str | Path, output: str | Path, *, namespace: str = "/
         return BagCapture(node.result, dict(node.counts), dict(node.received), message, bag_seconds,
                           time.monotonic() - t_start)
     finally:
-        shutdown_session(executor, node, player, ctx)
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        for n in (node, player):
+            if n is not None:
+                n.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -742,6 +742,11 @@ class CaptureReferencesNode(Node):
         self._last_progress = (time.monotonic(), None)
 
     @property
+    def input_topics(self) -> list[str]:
+        """Resolved names of the topics the node subscribes to (after start)."""
+        return [sub.topic_name for sub in self._subs]
+
+    @property
     def waiting_for_tf(self) -> int:
         """Synchronized frames not yet decided because their camera pose is not in TF yet."""
         return len(self._pending)

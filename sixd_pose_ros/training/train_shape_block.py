@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.evaluation.shape_codebook_eval import evaluate_shape_codebook
 from sixd_pose_ros.geometry.rotations import random_rotations
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder, load_weights
@@ -82,6 +83,9 @@ def shape_block_loss(block, z_o: torch.Tensor, z_p: torch.Tensor, R: torch.Tenso
 
 def train_shape_block(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
     dist, rng = start_run(cfg)
+    if dist.world_size > 1:
+        raise SixdPoseError("train shape_block runs in one process (B trains in minutes even on a CPU; the "
+                            "pool encoding is the cost): run it without torchrun")
     source = Path(cfg.init_from or WEIGHTS_DIR / "autoencoder.pt")  # the autoencoder whose B is retrained
     autoencoder = load_autoencoder(source).to(dist.device)  # (init_from: read here, not by prepare_model)
     autoencoder.eval()
