@@ -280,7 +280,6 @@ class KnownModelEstimator:
             return None  # the detector decides whether the object is in view; depth only adds places
         t1 = time.perf_counter()
         places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
-        n_peak_places = len(places)
         if segmentation is not None and cfg.depth_proposals > 0:
             props = segment_proposals(segmentation, obj.diameter, norm.scale, K,
                                       size_range=(0.15, cfg.max_segment_extent))
