@@ -264,7 +264,7 @@ def test_each_object_takes_its_own_path(estimator, monkeypatch):
     twin = dataclasses.replace(drill, db=dataclasses.replace(drill.db, name="twin"))  # same mesh, not tracked
     monkeypatch.setattr(est, "objects", [drill, twin])
     detected, backbone = [], []
-    monkeypatch.setattr(est, "_estimate_one", lambda frame, pyramid, obj, timings: detected.append(obj.db.name))
+    monkeypatch.setattr(est, "_estimate_one", lambda frame, pyramid, obj, timings, segmentation=None: detected.append(obj.db.name))
     monkeypatch.setattr(est, "_pyramid", lambda frame, timings: backbone.append(1) or [])
     gt = scene.pose(2.0, 0.005)
     _seed(est, scene, scene.pose(0.0, 0.0))
