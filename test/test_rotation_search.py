@@ -44,3 +44,19 @@ def test_too_few_points_or_no_rotations_give_nothing(drill):
     assert coarse_rotation_search(samples, np.zeros((0, 3, 3)), pts, depth, K, obj.diameter) == []
     # No depth where the model lands: no rotation fits, so none is returned.
     assert coarse_rotation_search(samples, search_grid(), pts, depth, K, obj.diameter) == []
+
+
+def test_fit_prefers_the_true_pose_and_forgives_a_distance_error(drill):
+    from sixd_pose_ros.pipeline.rotation_search import RotationSearch
+
+    obj, rm, samples = drill
+    R = matrix_from_axis_angle(np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2]), 2.0)
+    t = np.array([0.05, -0.03, 0.75])
+    depth = render([rm], R, t, K, 640, 480).depth[0]
+    search = RotationSearch(samples, search_grid(0, 4))
+    turned = matrix_from_axis_angle(np.array([0.0, 1.0, 0.0]), np.radians(90)) @ R
+    poses = np.stack([R, R, turned, R]), np.stack([t, t * 1.1, t, t + np.array([0.3, 0, 0])])
+    fit = search.fit(*poses, depth, K, obj.diameter)
+    # Facing samples hidden behind other parts disagree (self-occlusion is not modelled): ~0.86.
+    assert fit[0] > 0.8 and abs(fit[1] - fit[0]) < 0.1  # 10 % too far: the slide along the ray puts it back
+    assert fit[2] < fit[0] - 0.2 and fit[3] < 0.1  # turned, or beside the object

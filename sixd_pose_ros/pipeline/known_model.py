@@ -127,6 +127,10 @@ class KnownModelConfig:
     # With depth: rotations of a coarse grid (pipeline/rotation_search.py) that best fit each
     # depth proposal's segment, tried besides the codebook's hits there. 0 = off.
     rotation_search: int = 6
+    # Hypotheses beyond this many are pre-ranked by a batched projective fit to the depth (no
+    # render, no ICP) x similarity**similarity_power, and only the best go to depth alignment.
+    # 0 = align them all.
+    align_top: int = 16
     # The search's grid: (icosphere subdivisions, in-plane angles); (1, 12) = 504 rotations.
     rotation_search_grid: tuple[int, int] = (1, 12)
     # Hypotheses rank by agreement x explained x similarity**this (the place's best codebook
@@ -318,6 +322,11 @@ class KnownModelEstimator:
             if segment is not None and obj.search is not None and cfg.rotation_search > 0:
                 for R, t, _ in obj.search(segment.points, frame.depth, K, obj.diameter, top=cfg.rotation_search):
                     hypotheses.append((R, t, det, float(sim[i, 0]), float(sim[i, 0])))  # the place's look
+        if with_depth and obj.search is not None and 0 < cfg.align_top < len(hypotheses):
+            fit = obj.search.fit(np.stack([h[0] for h in hypotheses]), np.stack([h[1] for h in hypotheses]),
+                                 frame.depth, K, obj.diameter)
+            pre = fit * np.maximum([h[4] for h in hypotheses], 0.0) ** cfg.similarity_power
+            hypotheses = [hypotheses[i] for i in np.argsort(-pre, kind="stable")[:cfg.align_top]]
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
         R, t, det, similarity, _ = hypotheses[0]
         health = None
