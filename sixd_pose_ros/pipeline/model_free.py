@@ -32,7 +32,7 @@ from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
 from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_proposals
-from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, image_pyramid
+from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detector_outputs, heat_near, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
@@ -137,7 +137,9 @@ class ModelFreeEstimator:
         cfg, K, name = self.config, frame.K, obj.db.name
         norm = obj.db.normalization
         t0 = time.perf_counter()
-        peaks = detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size)
+        outputs = detector_outputs(pyramid, obj.det_head, self.detector.cfg.stride)
+        peaks = detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size,
+                             outputs=outputs)
         det = peaks[0] if peaks else None
         timings[f"{name}/detect"] = 1000 * (time.perf_counter() - t0)
         if det is None or det.score < cfg.min_detection_score:
@@ -150,7 +152,8 @@ class ModelFreeEstimator:
             # The segments whose visible size is nearest to what the object shows (~0.7 diameter) first.
             props.sort(key=lambda p: abs(np.log(p.segment.extent / (0.7 * diameter))))
             for prop in props[:cfg.depth_proposals]:
-                prop.detection.score = det.score  # the detector saw the object; the selector picks where
+                # The reported score of a segment place: the detector's belief there.
+                prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
                 places.append((prop.detection, prop.centre / norm.scale))
         t1 = time.perf_counter()
         best = None
@@ -161,7 +164,9 @@ class ModelFreeEstimator:
                 continue
             crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
             scores, angle = obj.selector(_images(crop[None], self.backend.device))
-            match = float(torch.as_tensor(scores).max())  # raw score: comparable across places
+            # The selector's raw score: comparable across places. (Adding log(heat) of the detector
+            # there changed nothing on a validation scene of training objects: ADD-S 10.4 % both.)
+            match = float(torch.as_tensor(scores).max())
             if best is None or match > best[0]:
                 best = (match, place_det, t_place, vc, scores, angle)
         if best is None:
