@@ -7,7 +7,7 @@ import pytest
 
 from sixd_pose_ros.geometry.pinhole import backproject_depth
 from sixd_pose_ros.geometry.rotations import geodesic_angle, matrix_from_axis_angle
-from sixd_pose_ros.pipeline.rotation_search import SurfaceSamples, coarse_rotation_search, search_grid
+from sixd_pose_ros.pipeline.rotation_search import RotationSearch, SurfaceSamples, search_grid
 from sixd_pose_ros.render.procedural import make_bundled_demo_object
 from sixd_pose_ros.render.renderer import RenderMesh, render
 
@@ -26,7 +26,7 @@ def test_a_returned_rotation_is_within_icp_reach(drill, axis, angle):
     R = matrix_from_axis_angle(np.array(axis) / np.linalg.norm(axis), angle)
     t = np.array([0.05, -0.03, 0.75])
     depth = render([rm], R, t, K, 640, 480).depth[0]
-    found = coarse_rotation_search(samples, search_grid(), backproject_depth(depth, K), depth, K, obj.diameter)
+    found = RotationSearch(samples, search_grid())(backproject_depth(depth, K), depth, K, obj.diameter)
     assert 1 <= len(found) <= 3
     errors = [float(np.degrees(geodesic_angle(R_f, R))) for R_f, _, _ in found]
     assert min(errors) < 35.0, errors
@@ -39,16 +39,14 @@ def test_a_returned_rotation_is_within_icp_reach(drill, axis, angle):
 def test_too_few_points_or_no_rotations_give_nothing(drill):
     obj, _, samples = drill
     depth = np.zeros((480, 640))
-    assert coarse_rotation_search(samples, search_grid(), np.zeros((3, 3)), depth, K, obj.diameter) == []
+    assert RotationSearch(samples, search_grid())(np.zeros((3, 3)), depth, K, obj.diameter) == []
     pts = np.random.default_rng(0).normal([0, 0, 0.7], 0.01, (100, 3))
-    assert coarse_rotation_search(samples, np.zeros((0, 3, 3)), pts, depth, K, obj.diameter) == []
+    assert RotationSearch(samples, np.zeros((0, 3, 3)))(pts, depth, K, obj.diameter) == []
     # No depth where the model lands: no rotation fits, so none is returned.
-    assert coarse_rotation_search(samples, search_grid(), pts, depth, K, obj.diameter) == []
+    assert RotationSearch(samples, search_grid())(pts, depth, K, obj.diameter) == []
 
 
 def test_fit_prefers_the_true_pose_and_forgives_a_distance_error(drill):
-    from sixd_pose_ros.pipeline.rotation_search import RotationSearch
-
     obj, rm, samples = drill
     R = matrix_from_axis_angle(np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2]), 2.0)
     t = np.array([0.05, -0.03, 0.75])

@@ -80,14 +80,7 @@ class RotationSearch:
         pts = np.einsum("hij,pj->hpi", R, self.samples.points) + t[:, None, :]
         nrm = np.einsum("hij,pj->hpi", R, self.samples.normals)
         facing = np.einsum("hpi,hpi->hp", nrm, pts) < 0.0  # surface turned towards the camera
-        z = pts[..., 2]
-        height, width = depth.shape
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.round(K[0, 0] * pts[..., 0] / z + K[0, 2])
-            v = np.round(K[1, 1] * pts[..., 1] / z + K[1, 2])
-        inside = facing & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-        observed = np.zeros(z.shape)
-        observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+        z, inside, observed = _observed_depth(pts, facing, depth, K)
         measured = inside & (observed > 0)
         ratio = np.ones(len(R))
         for h in range(len(R)):  # a median per pose; scaling the points keeps their pixels
@@ -96,60 +89,53 @@ class RotationSearch:
         agree = measured & (np.abs(observed - z * ratio[:, None]) <= tol_fraction * diameter)
         return agree.sum(1) / np.maximum(facing.sum(1), 1)
 
-    def __call__(self, segment_points: np.ndarray, depth: np.ndarray, K: np.ndarray, diameter: float,
-                 **kwargs) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        return _search(self.rotations, self.points, self.normals, segment_points, depth, K, diameter, **kwargs)
+    def __call__(self, segment_points: np.ndarray, depth: np.ndarray, K: np.ndarray, diameter: float, *,
+                 top: int = 3, tol_fraction: float = 0.12, min_separation_deg: float = 40.0,
+                 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """The ``top`` grid rotations (with their translations) whose visible surface fits a segment.
+
+        Args:
+            segment_points: (N, 3) observed points of the segment (camera frame, meters).
+            depth: (H, W) observed depth (meters, 0 = none). K: (3, 3).
+            tol_fraction: a projected point agrees when its depth is within this fraction of the
+                diameter of the observed depth (coarse: the grid is tens of degrees apart).
+            min_separation_deg: the answers are at least this far apart (neighbours on the grid
+                fit alike; several of them would waste the ICP that follows).
+        Returns:
+            [(R, t, fit)] best first; fit is the fraction of visible samples that agree.
+        """
+        rotations = self.rotations
+        if len(segment_points) < 10 or len(rotations) == 0:
+            return []
+        centroid = segment_points.mean(0)
+        view = centroid / np.linalg.norm(centroid)
+        facing = (self.normals @ view) < 0.0  # (M, P): the side a camera on this ray sees
+        count = facing.sum(1)
+        visible_centroid = (self.points * facing[..., None]).sum(1) / np.maximum(count, 1)[:, None]
+        t = centroid - visible_centroid  # (M, 3): the visible surface's centroid on the segment's
+        z, inside, observed = _observed_depth(self.points + t[:, None, :], facing, depth, K)
+        agree = inside & (np.abs(observed - z) <= tol_fraction * diameter)
+        fit = np.where(count >= 5, agree.sum(1) / np.maximum(count, 1), 0.0)
+        picked: list[int] = []
+        cos_sep = np.cos(np.radians(min_separation_deg))
+        for i in np.argsort(-fit, kind="stable"):
+            if fit[i] <= 0 or len(picked) == top:
+                break
+            # trace(Ri^T Rj) = 1 + 2 cos(angle): separated when below 1 + 2 cos(min_separation)
+            if all(np.trace(rotations[i].T @ rotations[j]) < 1 + 2 * cos_sep for j in picked):
+                picked.append(int(i))
+        return [(rotations[i].copy(), t[i].copy(), float(fit[i])) for i in picked]
 
 
-def coarse_rotation_search(samples: SurfaceSamples, rotations: np.ndarray, segment_points: np.ndarray,
-                           depth: np.ndarray, K: np.ndarray, diameter: float, *, top: int = 3,
-                           tol_fraction: float = 0.12, min_separation_deg: float = 40.0,
-                           ) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """The ``top`` rotations (with their translations) whose visible surface fits the depth best.
-
-    Args:
-        samples: the model's surface samples. rotations: (M, 3, 3) object-to-camera candidates.
-        segment_points: (N, 3) observed points of the segment (camera frame, meters).
-        depth: (H, W) observed depth (meters, 0 = none). K: (3, 3).
-        tol_fraction: a projected point agrees when its depth is within this fraction of the
-            diameter of the observed depth (coarse: the grid is tens of degrees apart).
-        min_separation_deg: the answers are at least this far apart (neighbours on the grid fit
-            alike; several of them would waste the ICP that follows).
-    Returns:
-        [(R, t, fit)] best first; fit is the fraction of visible samples that agree.
-    """
-    return RotationSearch(samples, rotations)(segment_points, depth, K, diameter, top=top,
-                                              tol_fraction=tol_fraction, min_separation_deg=min_separation_deg)
-
-
-def _search(rotations, pts, nrm, segment_points, depth, K, diameter, *, top: int = 3, tol_fraction: float = 0.12,
-            min_separation_deg: float = 40.0) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    if len(segment_points) < 10 or len(rotations) == 0:
-        return []
-    centroid = segment_points.mean(0)
-    view = centroid / np.linalg.norm(centroid)
-    facing = (nrm @ view) < 0.0  # (M, P): the side a camera on this ray sees (self-occlusion ignored)
-    count = facing.sum(1)
-    ok = count >= 5
-    visible_centroid = (pts * facing[..., None]).sum(1) / np.maximum(count, 1)[:, None]
-    t = centroid - visible_centroid  # (M, 3): the visible surface's centroid on the segment's
-    cam = pts + t[:, None, :]
+def _observed_depth(cam: np.ndarray, visible: np.ndarray, depth: np.ndarray, K: np.ndarray):
+    """For camera-frame points ``cam (..., P, 3)``: their depth ``z``, which of the ``visible`` ones
+    project inside the image, and the observed depth at those pixels (0 elsewhere)."""
     z = cam[..., 2]
     height, width = depth.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.round(K[0, 0] * cam[..., 0] / z + K[0, 2])
         v = np.round(K[1, 1] * cam[..., 1] / z + K[1, 2])
-    inside = facing & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    inside = visible & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     observed = np.zeros(z.shape)
     observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
-    agree = inside & (np.abs(observed - z) <= tol_fraction * diameter)
-    fit = np.where(ok, agree.sum(1) / np.maximum(count, 1), 0.0)
-    picked: list[int] = []
-    cos_sep = np.cos(np.radians(min_separation_deg))
-    for i in np.argsort(-fit, kind="stable"):
-        if fit[i] <= 0 or len(picked) == top:
-            break
-        # trace(Ri^T Rj) = 1 + 2 cos(angle): separated when below 1 + 2 cos(min_separation)
-        if all(np.trace(rotations[i].T @ rotations[j]) < 1 + 2 * cos_sep for j in picked):
-            picked.append(int(i))
-    return [(rotations[i].copy(), t[i].copy(), float(fit[i])) for i in picked]
+    return z, inside, observed
