@@ -48,16 +48,15 @@ def detector_outputs(pyramid: list, head, stride: int) -> list:
     return outputs
 
 
-def detect_peaks(pyramid: list, head, stride: int, ref_size: float, k: int = 1,
-                 outputs: list | None = None) -> list[Detection]:
-    """Up to ``k`` detections of one object over the pyramid, best first, full-resolution pixels.
+def detect_peaks(outputs: list, ref_size: float, k: int = 1) -> list[Detection]:
+    """Up to ``k`` detections of one object over the pyramid (the head's ``outputs`` of
+    :func:`detector_outputs`), best first, full-resolution pixels.
 
     Peaks of different levels that fall on one object (centres closer than half the larger box)
-    count once: several hypotheses are meant to be different places. ``outputs``: the head's
-    outputs of :func:`detector_outputs` when the caller has them already.
+    count once: several hypotheses are meant to be different places.
     """
     found = []
-    for s, hw, out in outputs if outputs is not None else detector_outputs(pyramid, head, stride):
+    for s, hw, out in outputs:
         for det in decode_topk(out, hw, ref_size, k=k)[0]:
             if np.isfinite(det.score):
                 det.center_xy = det.center_xy / s

@@ -176,6 +176,8 @@ class KnownModelEstimator:
         self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         with torch.no_grad():
+            grid = search_grid(*config.rotation_search_grid) \
+                if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
             for db in databases:
                 if db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
@@ -188,8 +190,7 @@ class KnownModelEstimator:
                 head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
                                                          scales))
                 db.codebook.to(device)  # codes resident where the pose codes are computed
-                search = RotationSearch.for_mesh(db.mesh, search_grid(*config.rotation_search_grid)) \
-                    if config.use_depth and config.rotation_search > 0 else None
+                search = RotationSearch.for_mesh(db.mesh, grid) if grid is not None else None
                 self.objects.append(_LoadedObject(db, det_refs, feats, RenderMesh.from_trimesh(db.mesh), points,
                                                   object_diameter(np.asarray(db.mesh.vertices)), head, search,
                                                   cKDTree(points)))
@@ -276,8 +277,7 @@ class KnownModelEstimator:
         n_peaks, n_hits = cfg.hypotheses if with_depth else (1, 1)
         t0 = time.perf_counter()
         outputs = detector_outputs(pyramid, obj.det_head, self.detector.cfg.stride)
-        dets = [d for d in detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size,
-                                        max(1, n_peaks), outputs=outputs)
+        dets = [d for d in detect_peaks(outputs, self.detector.cfg.ref_size, max(1, n_peaks))
                 if d.score >= cfg.min_detection_score]
         timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
         if not dets:

@@ -138,8 +138,7 @@ class ModelFreeEstimator:
         norm = obj.db.normalization
         t0 = time.perf_counter()
         outputs = detector_outputs(pyramid, obj.det_head, self.detector.cfg.stride)
-        peaks = detect_peaks(pyramid, obj.det_head, self.detector.cfg.stride, self.detector.cfg.ref_size,
-                             outputs=outputs)
+        peaks = detect_peaks(outputs, self.detector.cfg.ref_size)
         det = peaks[0] if peaks else None
         timings[f"{name}/detect"] = 1000 * (time.perf_counter() - t0)
         if det is None or det.score < cfg.min_detection_score:
