@@ -25,7 +25,7 @@ from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder
 from sixd_pose_ros.objects.codebook import as_encoder, build_codebook
 from sixd_pose_ros.objects.shape_codebook import rotations_without_mesh, shape_code_of
 from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
-from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_object
+from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 
 METHODS = ("rendered", "B(query)", "B(refs)")
@@ -51,7 +51,7 @@ def evaluate_shape_codebook(autoencoder, n_objects: int = 10, samples_per_object
     autoencoder.eval()
     device = next(autoencoder.parameters()).device
     rng = np.random.default_rng((seed, 777))
-    occluders = [render_object("train", 1_000_000 + i)[0] for i in range(4)]
+    occluders = occluder_meshes(4, 1_000_000)
     errors: dict[str, list[float]] = {m: [] for m in METHODS}
     by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: {m: [] for m in METHODS})
     for i in tqdm(range(n_objects), desc="eval shape codebook", disable=not progress):

@@ -191,6 +191,12 @@ def render_object(split: str, index: int) -> tuple[RenderMesh, np.ndarray, float
     return RenderMesh.from_trimesh(obj.mesh), norm.center, float(norm.scale)
 
 
+def occluder_meshes(count: int, start: int) -> list[RenderMesh]:
+    """Training-split objects ``start .. start + count - 1`` as occluders for augmented crops.
+    Trainers pass a start outside their object pool; evaluations use 1_000_000 and up."""
+    return [render_object("train", start + i)[0] for i in range(count)]
+
+
 def canonical_crop_K(size: int = 128, distance: float = CANONICAL_DISTANCE) -> np.ndarray:
     """Crop intrinsics at which the unit sphere at `distance` fills the crop."""
     f = 0.5 * size * np.sqrt(distance * distance - 1.0)

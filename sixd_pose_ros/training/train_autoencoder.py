@@ -22,7 +22,7 @@ from sixd_pose_ros.geometry.rotations import geodesic_angle, random_rotations
 from sixd_pose_ros.models.autoencoder import AutoencoderConfig, DisentangledAutoencoder, ShapeEmbedding
 from sixd_pose_ros.objects.codebook import as_encoder, build_codebook
 from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
-from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_object
+from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
     TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
@@ -53,10 +53,6 @@ def autoencoder_batch(samples, object_ids: list[int], device) -> dict:
     }
 
 
-def _occluders(count: int, start: int) -> list:
-    return [render_object("train", start + i)[0] for i in range(count)]
-
-
 @torch.no_grad()
 def evaluate_autoencoder(model: DisentangledAutoencoder, n_objects: int, n_samples: int, seed: int,
                          subdivisions: int = 2, n_inplane: int = 18, progress: bool = False) -> dict:
@@ -64,7 +60,7 @@ def evaluate_autoencoder(model: DisentangledAutoencoder, n_objects: int, n_sampl
     hit for augmented crops, and the fraction within 15 and 30 degrees."""
     model.eval()
     rng = np.random.default_rng((seed, 4242))
-    occluders = _occluders(4, 1_000_000)
+    occluders = occluder_meshes(4, 1_000_000)
     errors = []
     per_object = max(1, n_samples // n_objects)
     for i in tqdm(range(n_objects), desc="eval autoencoder", disable=not progress):
@@ -95,7 +91,7 @@ def train_autoencoder(cfg: TrainConfig, out_dir: Path, progress: bool = True) ->
     opt, sched = make_optimizer(model, cfg)
     per_step = int(cfg.extra.get("objects_per_step", 4))
     rotations_per_object = max(1, cfg.batch_size // per_step)
-    occluders = _occluders(8, cfg.train_objects)  # training split, outside the object pool
+    occluders = occluder_meshes(8, cfg.train_objects)  # training split, outside the object pool
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="train autoencoder", disable=not (progress and dist.is_main))

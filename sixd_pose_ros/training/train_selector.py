@@ -37,8 +37,8 @@ from sixd_pose_ros.models.selector import (
 from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
 from sixd_pose_ros.training.pose_samples import (
     PoseObject,
+    occluder_meshes,
     pose_object,
-    render_object,
     selector_sample,
 )
 from sixd_pose_ros.training.scenes import jitter_color
@@ -85,10 +85,6 @@ class _SelectorStep(nn.Module):
         return self.model(query, self.model.prepare_references(ref_images, directions))
 
 
-def _occluders(count: int, start: int) -> list:
-    return [render_object("train", start + i)[0] for i in range(count)]
-
-
 def _ref_tensors(obj: PoseObject, idx: np.ndarray, rng: np.random.Generator | None, device):
     """Reference crops (colour-jittered when rng is given: real references are photos) and
     their viewing directions, as tensors."""
@@ -114,7 +110,7 @@ def evaluate_selector(model: ViewpointSelector, n_objects: int, n_samples: int, 
     """
     model.eval()
     rng = np.random.default_rng((seed, 5151))
-    occluders = _occluders(4, 1_000_000)
+    occluders = occluder_meshes(4, 1_000_000)
     angles = model.angles.cpu().numpy()
     view_err, oracle_err, inplane_err, rot_err = [], [], [], []
     per_object = max(1, n_samples // n_objects)
@@ -163,7 +159,7 @@ def train_selector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
     eval_refs = int(cfg.extra.get("eval_refs", 64))
     sigma_view = float(cfg.extra.get("sigma_view_deg", 12.0))
     per_group = max(1, cfg.batch_size // groups)
-    occluders = _occluders(8, cfg.train_objects)  # training split, outside the object pool
+    occluders = occluder_meshes(8, cfg.train_objects)  # training split, outside the object pool
     angles = model.angles.cpu().numpy()
     losses: list[float] = []
     started = time.perf_counter()

@@ -28,7 +28,7 @@ from sixd_pose_ros.evaluation.shape_codebook_eval import evaluate_shape_codebook
 from sixd_pose_ros.geometry.rotations import random_rotations
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder, load_weights
 from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
-from sixd_pose_ros.training.pose_samples import autoencoder_samples, render_object
+from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
     TrainConfig, finish_training, make_optimizer, report_progress, start_run,
@@ -39,7 +39,7 @@ def encode_pool(autoencoder, n_objects: int, per_object: int, rng: np.random.Gen
                 progress: bool = True) -> dict[str, torch.Tensor]:
     """Frozen-encoder outputs for augmented crops of training objects 0..n_objects-1:
     ``z_o (N, d)``, ``z_p (N, d)``, ``R (N, 3, 3)``, and ``symmetries`` (list of (S, 3, 3))."""
-    occluders = [render_object("train", 1_000_000 + i)[0] for i in range(4)]
+    occluders = occluder_meshes(4, 1_000_000)
     z_o, z_p, R, syms = [], [], [], []
     for i in tqdm(range(n_objects), desc="encode pool", disable=not progress):
         samples = autoencoder_samples("train", i, random_rotations(per_object, rng), rng, occluders=occluders)
