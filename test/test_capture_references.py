@@ -34,13 +34,13 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from sixd_pose_ros.errors import OutputError
+from sixd_pose_ros.geometry.plane import fit_plane_ransac
 from sixd_pose_ros.ros.capture_references import (
     CaptureError,
     CaptureReferencesNode,
     ObjectConfig,
     ReferenceRecorder,
     estimate_object_box,
-    fit_plane_ransac,
     forward_axis,
     validate_capture_params,
 )

@@ -14,10 +14,9 @@ The segmentation is computed once per frame and shared by all objects:
 3. depth discontinuities (neighbours further apart than ``edge_tol``) split touching objects;
 4. 8-connected components with enough pixels are the segments.
 
-RANSAC and the edge test are a few lines of numpy and OpenCV here: Open3D's segment_plane and
-DBSCAN do the same on a point cloud, but need the cloud built first and cost more on a full
-frame than the image-space version (the segments come out as pixel masks, which is what the
-crops and the depth check want).
+The edge test and the components are image-space numpy and OpenCV: Open3D's DBSCAN does the
+same on a point cloud, but needs the cloud built first and costs more on a full frame (and the
+segments come out as pixel masks, which is what the crops and the depth check want).
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sixd_pose_ros.geometry.plane import fit_plane_ransac
 from sixd_pose_ros.models.detector import Detection, project_sphere
 
 
@@ -49,28 +49,15 @@ class DepthSegmentation:
 
 def fit_support_plane(points: np.ndarray, *, tol: float = 0.008, iterations: int = 150,
                       min_inlier_fraction: float = 0.2, seed: int = 0) -> np.ndarray | None:
-    """The plane most points lie on (RANSAC, then least squares on its inliers), oriented so the
-    camera is on its positive side; None when it holds under ``min_inlier_fraction``."""
+    """The plane most points lie on (geometry.plane's RANSAC), as ``(4,)`` ``n . x + d = 0``
+    oriented so the camera is on its positive side; None when it holds under
+    ``min_inlier_fraction`` of the points (no table in view)."""
     if len(points) < 50:
         return None
-    rng = np.random.default_rng(seed)
-    best, best_count = None, 0
-    for _ in range(iterations):
-        a, b, c = points[rng.choice(len(points), 3, replace=False)]
-        n = np.cross(b - a, c - a)
-        norm = np.linalg.norm(n)
-        if norm < 1e-9:
-            continue
-        n /= norm
-        count = int(np.count_nonzero(np.abs((points - a) @ n) < tol))
-        if count > best_count:
-            best, best_count = np.append(n, -n @ a), count
-    if best is None or best_count < min_inlier_fraction * len(points):
+    found = fit_plane_ransac(points, tol, iterations, rng=np.random.default_rng(seed))
+    if found is None or found[2].sum() < min_inlier_fraction * len(points):
         return None
-    inliers = points[np.abs(points @ best[:3] + best[3]) < tol]
-    centre = inliers.mean(0)
-    n = np.linalg.svd(inliers - centre, full_matrices=False)[2][-1]
-    plane = np.append(n, -n @ centre)
+    plane = np.append(found[0], found[1])
     return -plane if plane[3] < 0 else plane  # camera (origin) side positive: d > 0
 
 

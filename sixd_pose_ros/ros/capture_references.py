@@ -71,6 +71,7 @@ from std_srvs.srv import Trigger
 from sixd_pose_ros.datasets.atomic import AtomicOutputDir, atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.pinhole import backproject_depth
+from sixd_pose_ros.geometry.plane import fit_plane_ransac
 from sixd_pose_ros.objects.posed_images import MIN_REFERENCES
 from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.frames import intrinsics_from_camera_info
@@ -85,7 +86,7 @@ from sixd_pose_ros.ros.tf_buffer import (
 
 __all__ = [
     "CAPTURE_PARAMETERS", "CaptureError", "CaptureParams", "CaptureReferencesNode", "ObjectBox",
-    "ObjectConfig", "ReferenceRecorder", "camera_motion", "estimate_object_box", "fit_plane_ransac",
+    "ObjectConfig", "ReferenceRecorder", "camera_motion", "estimate_object_box",
     "forward_axis", "main", "validate_capture_params",
 ]
 
@@ -301,52 +302,6 @@ def camera_motion(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     return dt, angle
 
 
-def fit_plane_ransac(points: np.ndarray, threshold: float, iterations: int = 300,
-                     rng: np.random.Generator | None = None) -> tuple[np.ndarray, float, np.ndarray]:
-    """The plane with the most points within ``threshold`` of it, refined by least squares.
-
-    Hand-written (3-point RANSAC + SVD refit, vectorized) rather than Open3D's
-    ``segment_plane``: Open3D is an optional, heavy dependency that robots rarely have.
-
-    Args:
-        points: ``(N, 3)`` meters.
-        threshold: inlier distance (m).
-        iterations: random 3-point hypotheses.
-
-    Returns:
-        ``(n, d, inliers)``: unit normal ``(3,)`` and offset with ``n . x + d = 0``, and the
-        ``(N,)`` inlier mask.
-    """
-    pts = np.asarray(points, dtype=np.float64)
-    if len(pts) < 3:
-        raise CaptureError("too few depth points to find the table plane; check the depth stream")
-    rng = np.random.default_rng(0) if rng is None else rng
-    idx = rng.integers(0, len(pts), (iterations, 3))
-    a, b, c = pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]]
-    normals = np.cross(b - a, c - a)
-    norms = np.linalg.norm(normals, axis=1)
-    ok = norms > 1e-12
-    normals, a = normals[ok] / norms[ok, None], a[ok]
-    offsets = -np.einsum("ij,ij->i", normals, a)
-    best, best_count = 0, -1
-    for s in range(0, len(normals), 64):  # score hypotheses in chunks: (chunk, N) distances
-        counts = (np.abs(pts @ normals[s:s + 64].T + offsets[s:s + 64]) < threshold).sum(axis=0)
-        k = int(np.argmax(counts))
-        if counts[k] > best_count:
-            best, best_count = s + k, int(counts[k])
-    if best_count < 3:
-        raise CaptureError("no plane found in the depth; check the depth stream and depth units")
-    n, d = normals[best], float(offsets[best])
-    for _ in range(3):  # refit on the inliers (least squares: smallest singular vector)
-        inl = np.abs(pts @ n + d) < threshold
-        sel = pts[inl]
-        centroid = sel.mean(axis=0)
-        n_new = np.linalg.svd(sel - centroid, full_matrices=False)[2][2]
-        n = n_new if n_new @ n >= 0 else -n_new
-        d = -float(n @ centroid)
-    return n, d, np.abs(pts @ n + d) < threshold
-
-
 def forward_axis(up: np.ndarray) -> np.ndarray:
     """The object's forward (+x) for an up axis: world +x laid flat (projected onto the plane
     normal to ``up``), or world +y when +x is within 10 degrees of ``up``. A fixed rule, so the
@@ -428,7 +383,12 @@ def estimate_object_box(plane_points: np.ndarray, cameras: np.ndarray,
     rng = np.random.default_rng(0)
     if len(plane_points) > _MAX_PLANE_POINTS:
         plane_points = plane_points[rng.choice(len(plane_points), _MAX_PLANE_POINTS, replace=False)]
-    n, d, inliers = fit_plane_ransac(plane_points, cfg.plane_threshold, rng=rng)
+    if len(plane_points) < 3:
+        raise CaptureError("too few depth points to find the table plane; check the depth stream")
+    plane = fit_plane_ransac(plane_points, cfg.plane_threshold, rng=rng)
+    if plane is None:
+        raise CaptureError("no plane found in the depth; check the depth stream and depth units")
+    n, d, inliers = plane
     if float(np.mean(np.asarray(cameras) @ n + d)) < 0:
         n, d = -n, -d
     cand, cand_central, cand_frame = [], [], []
