@@ -20,6 +20,7 @@ __all__ = [
     "project_model_points",
     "backproject_pixels",
     "backproject_depth",
+    "depth_at_projections",
     "crop_intrinsics",
     "crop_affine",
     "scale_intrinsics",
@@ -218,3 +219,26 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: Optional[float] = None) -> np
     sy = sx if sy is None else sy
     S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
     return S @ K
+
+
+def depth_at_projections(points_cam: np.ndarray, visible: np.ndarray, depth: np.ndarray,
+                         K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The observed depth where camera-frame points project (nearest pixel, skew ignored).
+
+    Args:
+        points_cam: ``(..., 3)`` meters. visible: ``(...)`` bool, the points to look up.
+        depth: ``(H, W)`` observed meters (0 = none). K: ``(3, 3)``.
+
+    Returns:
+        ``(z, inside, observed)``: the points' depth ``(...)``; which visible ones are in front of
+        the camera and project inside the image; the observed depth there (0 elsewhere).
+    """
+    z = points_cam[..., 2]
+    height, width = depth.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round(K[0, 0] * points_cam[..., 0] / z + K[0, 2])
+        v = np.round(K[1, 1] * points_cam[..., 1] / z + K[1, 2])
+    inside = visible & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    observed = np.zeros(z.shape)
+    observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    return z, inside, observed

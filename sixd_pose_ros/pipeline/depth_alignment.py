@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sixd_pose_ros.geometry.pinhole import backproject_depth
+from sixd_pose_ros.geometry.pinhole import backproject_depth, depth_at_projections
 from sixd_pose_ros.render.renderer import RenderMesh, render
 
 
@@ -79,15 +79,7 @@ def depth_agreement(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.n
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     pts = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=1)
     moved = (pts - t_from) @ R_from @ R_to.T + t_to  # camera(from) -> object -> camera(to)
-    zm = moved[:, 2]
-    front = zm > 1e-6
-    height, width = depth.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        um = np.round(fx * moved[:, 0] / zm + cx)
-        vm = np.round(fy * moved[:, 1] / zm + cy)
-    inside = front & (um >= 0) & (um < width) & (vm >= 0) & (vm < height)
-    observed = np.zeros(len(z))
-    observed[inside] = depth[vm[inside].astype(np.int64), um[inside].astype(np.int64)]
+    zm, inside, observed = depth_at_projections(moved, np.ones(len(moved), bool), depth, K)
     measured = inside & (observed > 0)
     if measured.sum() < max(30, min_measured * len(z)):
         return 0.0

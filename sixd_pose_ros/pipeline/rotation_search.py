@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
+from sixd_pose_ros.geometry.pinhole import depth_at_projections
 from sixd_pose_ros.geometry.sampling import viewpoint_rotation_grid
 
 
@@ -80,7 +81,7 @@ class RotationSearch:
         pts = np.einsum("hij,pj->hpi", R, self.samples.points) + t[:, None, :]
         nrm = np.einsum("hij,pj->hpi", R, self.samples.normals)
         facing = np.einsum("hpi,hpi->hp", nrm, pts) < 0.0  # surface turned towards the camera
-        z, inside, observed = _observed_depth(pts, facing, depth, K)
+        z, inside, observed = depth_at_projections(pts, facing, depth, K)
         measured = inside & (observed > 0)
         ratio = np.ones(len(R))
         for h in range(len(R)):  # a median per pose; scaling the points keeps their pixels
@@ -113,7 +114,7 @@ class RotationSearch:
         count = facing.sum(1)
         visible_centroid = (self.points * facing[..., None]).sum(1) / np.maximum(count, 1)[:, None]
         t = centroid - visible_centroid  # (M, 3): the visible surface's centroid on the segment's
-        z, inside, observed = _observed_depth(self.points + t[:, None, :], facing, depth, K)
+        z, inside, observed = depth_at_projections(self.points + t[:, None, :], facing, depth, K)
         agree = inside & (np.abs(observed - z) <= tol_fraction * diameter)
         fit = np.where(count >= 5, agree.sum(1) / np.maximum(count, 1), 0.0)
         picked: list[int] = []
@@ -126,16 +127,3 @@ class RotationSearch:
                 picked.append(int(i))
         return [(rotations[i].copy(), t[i].copy(), float(fit[i])) for i in picked]
 
-
-def _observed_depth(cam: np.ndarray, visible: np.ndarray, depth: np.ndarray, K: np.ndarray):
-    """For camera-frame points ``cam (..., P, 3)``: their depth ``z``, which of the ``visible`` ones
-    project inside the image, and the observed depth at those pixels (0 elsewhere)."""
-    z = cam[..., 2]
-    height, width = depth.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.round(K[0, 0] * cam[..., 0] / z + K[0, 2])
-        v = np.round(K[1, 1] * cam[..., 1] / z + K[1, 2])
-    inside = visible & (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    observed = np.zeros(z.shape)
-    observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
-    return z, inside, observed
