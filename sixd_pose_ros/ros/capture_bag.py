@@ -20,6 +20,7 @@ from rclpy.parameter import Parameter
 
 from sixd_pose_ros.ros.bag_player import play_bag
 from sixd_pose_ros.ros.capture_references import CaptureError, CaptureReferencesNode
+from sixd_pose_ros.ros.demo_runner import shutdown_session
 
 
 @dataclass
@@ -78,9 +79,4 @@ def capture_from_bag(bag: str | Path, output: str | Path, *, namespace: str = "/
         return BagCapture(node.result, dict(node.counts), dict(node.received), message, bag_seconds,
                           time.monotonic() - t_start)
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        for n in (node, player):
-            if n is not None:
-                n.destroy_node()
-        rclpy.try_shutdown(context=ctx)
+        shutdown_session(executor, node, player, ctx)

@@ -93,13 +93,17 @@ def play_and_score(frames: Sequence[SceneFrame], object_dir: str | Path, weights
 
 
 def shutdown_session(executor, node, player, ctx) -> None:
-    """Stop an in-process pose node and its player: executor, lifecycle shutdown, context."""
-    executor.shutdown(timeout_sec=2.0)
-    if hasattr(node, "trigger_shutdown"):
-        node.trigger_shutdown()
-    node.destroy_node()
-    player.destroy_node()
-    rclpy.shutdown(context=ctx)
+    """Stop an in-process node and its player: executor, lifecycle shutdown, context. Any of the
+    three may be None (a session that failed while it was being built)."""
+    if executor is not None:
+        executor.shutdown(timeout_sec=2.0)
+    if node is not None:
+        if hasattr(node, "trigger_shutdown"):
+            node.trigger_shutdown()
+        node.destroy_node()
+    if player is not None:
+        player.destroy_node()
+    rclpy.try_shutdown(context=ctx)
 
 
 def _handled(node) -> int:
