@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "hits tried per object and checked against depth (default 3x3; 1x1 = off)")
     p.add_argument("--depth-proposals", type=int, metavar="N", help="with depth: depth segments tried per "
                    "object besides the detector's peaks (default 4; 0 = off)")
+    p.add_argument("--rotation-search", type=int, metavar="N", help="known_model with depth: grid rotations "
+                   "fitted to each depth segment, tried besides the codebook's hits (default 6; 0 = off)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")
@@ -429,7 +431,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         models=args.models, peers=tuple(p for p in (args.peers or "").split(",") if p),
         workers=args.workers, ray_address=args.ray, full_codebook=args.full_codebook,
         codebook_grid=_grid(args.codebook_grid), hypotheses=_pair(args.hypotheses, "--hypotheses"),
-        depth_proposals=args.depth_proposals,
+        depth_proposals=args.depth_proposals, rotation_search=args.rotation_search,
         **({"weights": str(Path(args.weights).expanduser())} if args.weights else {}),
         refine_iterations=args.refine_iterations, overlays=args.overlays, progress=not args.no_progress,
         topics=BagTopics(namespace=args.namespace, color=args.color_topic, depth=args.depth_topic,

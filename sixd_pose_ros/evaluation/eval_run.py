@@ -57,6 +57,7 @@ class EvalOptions:
     refine_iterations: int | None = None
     hypotheses: tuple[int, int] | None = None  # known_model with depth: (detector peaks, codebook hits)
     depth_proposals: int | None = None  # with depth: depth segments tried per object (both modes)
+    rotation_search: int | None = None  # known_model with depth: grid rotations tried per segment
     overlays: int = 0
     progress: bool = True
 
@@ -238,6 +239,8 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
             config = replace(config, hypotheses=tuple(int(x) for x in options.hypotheses))
         if options.depth_proposals is not None:
             config = replace(config, depth_proposals=int(options.depth_proposals))
+        if options.rotation_search is not None:
+            config = replace(config, rotation_search=int(options.rotation_search))
         ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:
@@ -257,7 +260,8 @@ def _worker_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> d
     import torch
 
     key = repr((tuple(m.database for m in models), options.peers, options.use_depth, options.backend,
-                options.refine_iterations, options.hypotheses, options.depth_proposals, options.weights,
+                options.refine_iterations, options.hypotheses, options.depth_proposals, options.rotation_search,
+                options.weights,
                 options.mode))
     if _WORKER_STATE.get("key") != key:
         torch.manual_seed(0)
@@ -497,6 +501,7 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
                         "mesh_units": {m.name: m.unit for m in models},
                         "hypotheses": list(options.hypotheses) if options.hypotheses else None,
                         "depth_proposals": options.depth_proposals,
+                        "rotation_search": options.rotation_search,
                         "refine_iterations": options.refine_iterations,
                         "refs": options.refs if options.mode == "model_free" else None,
                         "reference_protocol": {m.name: m.protocol for m in models if m.protocol},
