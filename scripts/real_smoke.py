@@ -43,7 +43,7 @@ def run(out: Path, weights: Path = WEIGHTS_DIR, subdivisions: int = 2, n_inplane
             continue
         p = poses[0]
         points = np.asarray(est.objects[0].db.mesh.vertices)
-        diameter = est.objects[0].diameter
+        diameter = est.objects[0].surface.diameter
         add = add_error(p.R, p.t, gt.R_m2c, gt.t_m2c, points)
         report[mode] = {"found": True, "score": p.score, "add_over_diameter": float(add / diameter),
                         "add_0.1d": bool(add < 0.1 * diameter),

@@ -254,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "hits tried per object and checked against depth (default 3x3; 1x1 = off)")
     p.add_argument("--depth-proposals", type=int, metavar="N", help="with depth: depth segments tried per "
                    "object besides the detector's peaks (default 4; 0 = off)")
-    p.add_argument("--rotation-search", type=int, metavar="N", help="known_model with depth: grid rotations "
-                   "fitted to each depth segment, tried besides the codebook's hits (default 6; 0 = off)")
+    p.add_argument("--rotation-search", type=int, metavar="N", help="with depth: grid rotations fitted to "
+                   "each depth segment, tried besides the codebook's hits or the selector's viewpoints (model_free: "
+                   "objects built with depth) (default 6; 0 = off)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")

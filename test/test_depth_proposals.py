@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import trimesh
 
+from sixd_pose_ros.geometry.plane import fit_support_plane
 from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle
 from sixd_pose_ros.pipeline.depth_proposals import (
-    fit_support_plane,
     segment_depth,
     segment_explained,
     segment_proposals,
@@ -122,3 +122,14 @@ def test_bad_depth_gives_no_segments_not_an_error():
     noisy[100:200, 100:200] = 0.5
     seg = segment_depth(noisy, K)
     assert np.isfinite(seg.labels).all() and all(np.isfinite(s.centroid).all() for s in seg.segments)
+
+
+def test_unmasked_reference_depth_loses_the_table_and_keeps_the_objects(scene):
+    """The reference fusion's cut for photos without masks (objects/reconstruction.py)."""
+    from sixd_pose_ros.objects.reconstruction import cut_support_plane
+
+    depth, _, _, out = scene
+    cut = cut_support_plane(depth, K)
+    objects = out.mask.max(0) > 0
+    assert np.mean(cut[~objects] > 0) < 0.01  # the table is gone
+    assert np.mean(cut[objects] > 0) > 0.9  # the objects stay (but a sliver at their feet)

@@ -64,7 +64,9 @@ def test_estimates_over_the_whole_pipeline(views, weights, tmp_path):
     assert pose.name == "part" and pose.metric
     np.testing.assert_allclose(pose.R @ pose.R.T, np.eye(3), atol=1e-6)
     assert np.all(np.isfinite(pose.t)) and pose.t[2] > 0
-    assert {"backbone", "segment", "part/detect", "part/select"} <= set(pose.stage_ms)
+    assert {"backbone", "segment", "part/detect", "part/select", "part/depth"} <= set(pose.stage_ms)
+    # RGB-D references give the database a fused surface: depth chose and aligned the pose.
+    assert pose.health is not None and 0.0 <= pose.health <= 1.0
     # Without depth proposals the depth image is not segmented (the detector's peak only).
     with torch_single_thread():
         est.config = ModelFreeConfig(min_detection_score=0.0, depth_proposals=0)

@@ -57,7 +57,7 @@ class EvalOptions:
     refine_iterations: int | None = None
     hypotheses: tuple[int, int] | None = None  # known_model with depth: (detector peaks, codebook hits)
     depth_proposals: int | None = None  # with depth: depth segments tried per object (both modes)
-    rotation_search: int | None = None  # known_model with depth: grid rotations tried per segment
+    rotation_search: int | None = None  # with depth (and a surface): grid rotations tried per segment
     overlays: int = 0
     progress: bool = True
 
@@ -228,6 +228,8 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
             mf_config = replace(mf_config, refine_iterations=int(options.refine_iterations))
         if options.depth_proposals is not None:
             mf_config = replace(mf_config, depth_proposals=int(options.depth_proposals))
+        if options.rotation_search is not None:
+            mf_config = replace(mf_config, rotation_search=int(options.rotation_search))
         ours = ModelFreeEstimator.from_paths(dirs, options.weights, config=mf_config, backend=options.backend)
     else:
         from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator

@@ -2,8 +2,8 @@
 
 Hand-written (3-point RANSAC, hypotheses scored in vectorized chunks, then a least-squares refit)
 rather than Open3D's ``segment_plane``: Open3D is an optional, heavy dependency that robots
-rarely have. Used by the reference capture (table under the object) and by the depth proposals
-of the estimators (what stands off the table).
+rarely have. Used by the reference capture (table under the object), the depth proposals of the estimators
+(what stands off the table) and the fusion of unmasked reference depth (the table is cut away).
 """
 from __future__ import annotations
 
@@ -51,3 +51,17 @@ def fit_plane_ransac(points: np.ndarray, threshold: float, iterations: int = 300
         n = n_new if n_new @ n >= 0 else -n_new
         d = -float(n @ centroid)
     return n, d, np.abs(pts @ n + d) < threshold
+
+
+def fit_support_plane(points: np.ndarray, *, tol: float = 0.008, iterations: int = 150,
+                      min_inlier_fraction: float = 0.2, seed: int = 0) -> np.ndarray | None:
+    """The plane most points lie on (fit_plane_ransac), as ``(4,)`` ``n . x + d = 0``
+    oriented so the camera is on its positive side; None when it holds under
+    ``min_inlier_fraction`` of the points (no table in view)."""
+    if len(points) < 50:
+        return None
+    found = fit_plane_ransac(points, tol, iterations, rng=np.random.default_rng(seed))
+    if found is None or found[2].sum() < min_inlier_fraction * len(points):
+        return None
+    plane = np.append(found[0], found[1])
+    return -plane if plane[3] < 0 else plane  # camera (origin) side positive: d > 0

@@ -411,19 +411,34 @@ class SelectorExport(nn.Module):
 
 
 # ---------------------------------------------------------------------- decoding and poses
-def decode_selection(output: SelectorOutput) -> list[Selection]:
-    """Best reference per query: the largest probability summed over its angles, with the
-    in-plane angle regressed for it."""
+def _reference_probs(output: SelectorOutput) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, N)`` probability of each reference (softmax summed over its angles) and ``(B, N, 2)``
+    the regressed in-plane angles."""
     scores = output.scores.detach().float()
     B, N, A = scores.shape
     probs = torch.softmax(scores.reshape(B, N * A), dim=1).reshape(B, N, A).sum(-1).cpu().numpy()
-    ang = output.angle.detach().float().cpu().numpy()
+    return probs, output.angle.detach().float().cpu().numpy()
+
+
+def decode_selection(output: SelectorOutput) -> list[Selection]:
+    """Best reference per query: the largest probability summed over its angles, with the
+    in-plane angle regressed for it."""
+    probs, ang = _reference_probs(output)
     result = []
-    for b in range(B):
+    for b in range(len(probs)):
         n = int(np.argmax(probs[b]))
         result.append(Selection(index=n, inplane=float(math.atan2(ang[b, n, 1], ang[b, n, 0])),
                                 prob=float(probs[b, n]), probs=probs[b]))
     return result
+
+
+def ranked_selections(output: SelectorOutput, k: int) -> list[Selection]:
+    """The ``k`` most probable references for the first query, best first: viewpoints to try
+    when something downstream (the depth) can tell which is right."""
+    probs, ang = _reference_probs(output)
+    return [Selection(index=int(n), inplane=float(math.atan2(ang[0, n, 1], ang[0, n, 0])),
+                      prob=float(probs[0, n]), probs=probs[0])
+            for n in np.argsort(-probs[0], kind="stable")[:max(1, k)]]
 
 
 def initial_rotation(ref_R: np.ndarray, inplane_angle: float | np.ndarray) -> np.ndarray:

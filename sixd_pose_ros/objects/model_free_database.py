@@ -2,10 +2,11 @@
 
 ``sixd-pose build-object --images DIR --name NAME`` writes ``objects/NAME/``, the same folder
 layout and ``object.json`` conventions as the known-model databases
-(:mod:`sixd_pose_ros.objects.database`), with ``"mode": "model_free"``, no mesh and no codebook::
+(:mod:`sixd_pose_ros.objects.database`), with ``"mode": "model_free"`` and no codebook::
 
     object.json      what the folder holds and how it was built (below)
     references.npz   ReferenceSet: every photo warped to its object-centred crop
+    mesh.ply         with metric depth only: the surface fused from the reference depth maps
 
 The steps, each a function here:
 
@@ -35,6 +36,10 @@ The steps, each a function here:
    ``object.json`` records.
 6. **Coverage** (:func:`coverage_report`): which directions of an icosphere (162 by default)
    have no reference within 30 degrees, with the largest gap in words ("from below").
+7. **Surface** (metric depth only, :mod:`~sixd_pose_ros.objects.reconstruction`): the masked
+   reference depth maps fused into one mesh in the object frame, which the estimator aligns
+   to the query's depth as known-model mode aligns a CAD mesh. When the depth gives no
+   surface, the build notes why and the object works through the selector alone.
 
 ``object.json`` (model-free) records: ``mode``; ``name``; ``metric`` (``true`` when lengths
 are meters: depth, BOP, a folder in m/mm, COLMAP with ``meters_per_unit``; ``false`` for an
@@ -46,7 +51,8 @@ and its ``diameter_source``; ``geometry`` (the sources of centre and size); ``re
 (file, count, crop size, image names, ``selector`` / ``detector`` subset indices, sha256);
 ``coverage``; ``source`` (input format, folder, pose file hash, notes); ``weights`` (identities
 of the shipped networks at build time, for the record: references do not depend on them);
-``mesh`` and ``codebook`` (``null``); ``build`` (timings). The folder is written atomically.
+``mesh`` (``null``, or with metric depth the fused surface: file, sha256, method, size; see
+step 7); ``codebook`` (``null``); ``build`` (timings). The folder is written atomically.
 """
 
 from __future__ import annotations
@@ -57,10 +63,13 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import trimesh
 
 from sixd_pose_ros.datasets.atomic import atomic_output_dir, atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
@@ -82,6 +91,7 @@ from sixd_pose_ros.objects.posed_images import (
     PosedView,
     read_posed_images,
 )
+from sixd_pose_ros.objects.reconstruction import ReconstructionError, cut_support_plane, fuse_depth_views
 from sixd_pose_ros.objects.references import (
     ReferenceFormatError,
     ReferenceSet,
@@ -643,6 +653,29 @@ def _warp_references(images: PosedImageSet, geometry: ObjectGeometry, size: int,
     return _concat(sets)
 
 
+def _reconstruct(images: PosedImageSet, geometry: ObjectGeometry, path: Path, progress: bool) -> dict:
+    """Fuse the reference depth into ``path`` (a PLY mesh in the object frame, meters); what
+    ``object.json`` records under ``mesh`` (``None`` when the depth gives no surface: the
+    object still works, through the selector alone, and the build notes why)."""
+    from tqdm import tqdm
+
+    def views():
+        for v in images.views:
+            depth, mask = v.load_depth(), v.load_mask()
+            depth = np.where(mask, depth, 0.0) if mask is not None else cut_support_plane(depth, v.K)
+            yield (depth, v.load_rgb(), v.K, *geometry.pose(v))
+
+    norm = geometry.normalization
+    with tqdm(total=len(images), desc="fuse reference depth", unit="img", disable=not progress,
+              leave=False) as bar:
+        mesh = fuse_depth_views(views(), norm.center, norm.scale, on_view=lambda: bar.update(1))
+    mesh.export(path)
+    return {"file": path.name, "sha256": file_sha256(path), "source": "reference_depth",
+            "method": f"TSDF fusion of {len(images)} depth maps (Open3D), largest piece, decimated",
+            "vertices": len(mesh.vertices), "faces": len(mesh.faces),
+            "watertight": bool(mesh.is_watertight), "unit": "m"}
+
+
 def _selector_weight_id() -> str | None:
     from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
 
@@ -664,6 +697,7 @@ def build_model_free_database(
     coverage_subdivisions: int = COVERAGE_SUBDIVISIONS,
     coverage_angle_deg: float = COVERAGE_MAX_ANGLE_DEG,
     progress: bool = True,
+    reconstruct: bool = True,
 ) -> Path:
     """Build ``out_dir/name/`` from posed photos (atomic: all or nothing).
 
@@ -677,7 +711,10 @@ def build_model_free_database(
         size: reference crop side ``S`` in pixels.
         n_selector, n_detector: sizes of the farthest-point subsets (capped at the count).
         coverage_subdivisions, coverage_angle_deg: see :func:`coverage_report`.
-        progress: a tqdm bar while warping.
+        progress: tqdm bars while warping and fusing.
+        reconstruct: with metric depth, fuse it into ``mesh.ply``
+            (:mod:`~sixd_pose_ros.objects.reconstruction`), which the estimator aligns to the
+            query's depth.
 
     Returns:
         The object folder.
@@ -734,6 +771,14 @@ def build_model_free_database(
         t = time.perf_counter()
         refs = _warp_references(images, geometry, size, progress)
         seconds["warp"] = time.perf_counter() - t
+        mesh_info = None
+        if reconstruct and images.metric and images.has_depth:
+            t = time.perf_counter()
+            try:
+                mesh_info = _reconstruct(images, geometry, tmp / "mesh.ply", progress)
+            except ReconstructionError as exc:
+                images.notes.append(f"no surface mesh: {exc}")
+            seconds["reconstruct"] = time.perf_counter() - t
         t = time.perf_counter()
         dirs = refs.view_directions()
         selector = farthest_point_sampling(dirs, min(n_selector, len(refs)), 0)
@@ -756,7 +801,7 @@ def build_model_free_database(
             "metric": bool(images.metric),
             "metric_source": metric_source,
             "scale_from_depth": depth_scale,
-            "mesh": None,
+            "mesh": mesh_info,
             "source": {
                 "format": images.format, "path": str(Path(images.source).absolute()),
                 "pose_file": pose_file.name if pose_file else None,
@@ -811,10 +856,15 @@ def build_summary(path: str | os.PathLike) -> str:
         "query has depth",
         "  " + _coverage_from_json(cov).summary().replace("\n", "\n  "),
     ]
+    mesh = info.get("mesh")
+    if mesh:
+        lines.append(f"  surface: {mesh['faces']} faces fused from the reference depth ({mesh['file']}): "
+                     "with depth in the query, poses are chosen and aligned against it")
     lines += [f"  note: {n}" for n in info["source"]["notes"]]
     sec = info["build"]["seconds"]
+    fuse = f", fuse {sec['reconstruct']:.1f} s" if "reconstruct" in sec else ""
     lines.append(f"  timings: read {sec['read']:.1f} s, geometry {sec['geometry']:.1f} s, warp "
-                 f"{sec['warp']:.1f} s, write {sec['write']:.1f} s, total {sec['total']:.1f} s")
+                 f"{sec['warp']:.1f} s{fuse}, write {sec['write']:.1f} s, total {sec['total']:.1f} s")
     return "\n".join(lines)
 
 
@@ -882,6 +932,16 @@ class ModelFreeDatabase:
     def coverage(self) -> CoverageReport:
         return _coverage_from_json(self.info["coverage"])
 
+    def surface_mesh(self) -> "trimesh.Trimesh | None":
+        """The surface fused from the reference depth (object frame, meters), or None when the
+        database has none (no metric depth, or built before reconstruction existed)."""
+        mesh = self.info.get("mesh")
+        if not mesh:
+            return None
+        import trimesh
+
+        return trimesh.load(self.path / mesh["file"], force="mesh", process=False)
+
 
 def _rebuild(info: dict | None, path: Path) -> str:
     src = ((info or {}).get("source") or {}).get("path") or "YOUR_IMAGES"
@@ -936,6 +996,12 @@ def load_model_free_database(path: str | os.PathLike) -> ModelFreeDatabase:
         refs = ReferenceSet.load(ref_path)
     except ReferenceFormatError as exc:
         raise ModelFreeDatabaseError(f"{exc} ({_rebuild(info, path)})") from exc
+    mesh = info.get("mesh")
+    if mesh:
+        mesh_path = path / mesh.get("file", "mesh.ply")
+        if not mesh_path.is_file() or (mesh.get("sha256") and file_sha256(mesh_path) != mesh["sha256"]):
+            raise ModelFreeDatabaseError(f"{mesh_path} is missing or differs from the one the database was "
+                                         f"built with (sha256 mismatch); {_rebuild(info, path)}")
     for role in ("selector", "detector"):
         idx = np.asarray(rinfo[role]["indices"], np.int64)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= len(refs):

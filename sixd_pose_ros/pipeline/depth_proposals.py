@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sixd_pose_ros.geometry.plane import fit_plane_ransac
+from sixd_pose_ros.geometry.plane import fit_support_plane
 from sixd_pose_ros.models.detector import Detection, project_sphere
 
 
@@ -45,20 +45,6 @@ class DepthSegmentation:
     labels: np.ndarray  # (H, W) int32, 0 = table, background or no depth
     segments: list[DepthSegment]
     plane: np.ndarray | None  # (4,) n . x + d = 0 with n pointing to the camera; None if none found
-
-
-def fit_support_plane(points: np.ndarray, *, tol: float = 0.008, iterations: int = 150,
-                      min_inlier_fraction: float = 0.2, seed: int = 0) -> np.ndarray | None:
-    """The plane most points lie on (geometry.plane's RANSAC), as ``(4,)`` ``n . x + d = 0``
-    oriented so the camera is on its positive side; None when it holds under
-    ``min_inlier_fraction`` of the points (no table in view)."""
-    if len(points) < 50:
-        return None
-    found = fit_plane_ransac(points, tol, iterations, rng=np.random.default_rng(seed))
-    if found is None or found[2].sum() < min_inlier_fraction * len(points):
-        return None
-    plane = np.append(found[0], found[1])
-    return -plane if plane[3] < 0 else plane  # camera (origin) side positive: d > 0
 
 
 def segment_depth(depth: np.ndarray, K: np.ndarray, *, plane_tol: float = 0.008,

@@ -30,7 +30,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
 from sixd_pose_ros.engines.export import (
@@ -43,7 +42,6 @@ from sixd_pose_ros.geometry.crop_camera import (
     DegenerateReferenceError,
     object_centred_camera,
 )
-from sixd_pose_ros.geometry.normalization import object_diameter
 from sixd_pose_ros.models.checkpoint import (
     WEIGHTS_DIR,
     load_autoencoder,
@@ -55,13 +53,8 @@ from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.refiner import RefinerOutput, iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
-from sixd_pose_ros.pipeline.depth_alignment import align_to_depth
-from sixd_pose_ros.pipeline.depth_proposals import (
-    DepthSegmentation,
-    segment_depth,
-    segment_explained,
-    segment_proposals,
-)
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
+from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import (
     detect_peaks,
     detection_box,
@@ -70,10 +63,9 @@ from sixd_pose_ros.pipeline.detection import (
     image_pyramid,
 )
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
-from sixd_pose_ros.pipeline.rotation_search import RotationSearch, search_grid
+from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
-from sixd_pose_ros.render.renderer import RenderMesh
 
 
 class _BackendRefiner(torch.nn.Module):
@@ -96,12 +88,8 @@ class _LoadedObject:
     db: ObjectDatabase
     det_refs: object  # RefFeatures
     refiner_feats: torch.Tensor | None  # (N, C, S/4, S/4) on the backend's device
-    render_mesh: RenderMesh
-    surface_points: np.ndarray  # (M, 3) meters, model frame
-    diameter: float
+    surface: SurfaceModel  # the mesh as depth alignment and ranking need it
     det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
-    search: RotationSearch | None = None  # coarse rotation search (None: off, or a mesh without faces)
-    model_tree: cKDTree | None = None  # surface_points in the model frame, for segment_explained
 
 
 @dataclass
@@ -184,16 +172,12 @@ class KnownModelEstimator:
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
                 refs = _images(db.references.images, device)
                 feats = self.refiner.encode_references(refs) if self.refiner is not None else None
-                points = np.asarray(db.mesh.sample(2000, seed=0)) if len(db.mesh.faces) else \
-                    np.asarray(db.mesh.vertices)
                 det_refs = detector.encode_references(refs)
                 head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
                                                          scales))
                 db.codebook.to(device)  # codes resident where the pose codes are computed
-                search = RotationSearch.for_mesh(db.mesh, grid) if grid is not None else None
-                self.objects.append(_LoadedObject(db, det_refs, feats, RenderMesh.from_trimesh(db.mesh), points,
-                                                  object_diameter(np.asarray(db.mesh.vertices)), head, search,
-                                                  cKDTree(points)))
+                surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
+                self.objects.append(_LoadedObject(db, det_refs, feats, surface, head))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -262,11 +246,11 @@ class KnownModelEstimator:
         R, t = track.R.copy(), track.t.copy()
         if self._refiner is not None and cfg.refine_iterations > 0:
             R, t = self._refine(frame, obj, R, t)
-        aligned = self._align(frame, obj, R, t)
+        aligned = obj.surface.align(frame, R, t, self._tolerance)
         R, t = aligned.R, aligned.t
         health = float(aligned.agreement)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
-        return ObjectPose(name, R, t, health, _projected_box(obj.surface_points, R, t, frame.K),
+        return ObjectPose(name, R, t, health, _projected_box(obj.surface.points, R, t, frame.K),
                           metric=True, stage_ms=dict(timings), tracked=True, health=health)
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _LoadedObject, timings: dict,
@@ -285,7 +269,7 @@ class KnownModelEstimator:
         t1 = time.perf_counter()
         places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
         if segmentation is not None and cfg.depth_proposals > 0:
-            props = segment_proposals(segmentation, obj.diameter, norm.scale, K,
+            props = segment_proposals(segmentation, obj.surface.diameter, norm.scale, K,
                                       size_range=(0.15, cfg.max_segment_extent))
             for prop in props:
                 prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
@@ -313,38 +297,26 @@ class KnownModelEstimator:
         peaks = [i for i, cam in enumerate(cams) if cam[3] is None]
         segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -float(sim[i, 0]))
         order = peaks + segs[:cfg.depth_proposals]
-        hypotheses = []  # (R, t, detection, similarity, the place's best similarity)
+        hypotheses: list[Hypothesis] = []
+        search = obj.surface.search
         for i in order:
             det, vc, center, segment = cams[i]
             for j in range(idx.shape[1]):
                 R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
-                hypotheses.append((R, t, det, float(sim[i, j]), float(sim[i, 0])))
-            if segment is not None and obj.search is not None and cfg.rotation_search > 0:
-                for R, t, _ in obj.search(segment.points, frame.depth, K, obj.diameter, top=cfg.rotation_search):
-                    hypotheses.append((R, t, det, float(sim[i, 0]), float(sim[i, 0])))  # the place's look
-        if with_depth and obj.search is not None and 0 < cfg.align_top < len(hypotheses):
-            fit = obj.search.fit(np.stack([h[0] for h in hypotheses]), np.stack([h[1] for h in hypotheses]),
-                                 frame.depth, K, obj.diameter)
-            pre = fit * np.maximum([h[4] for h in hypotheses], 0.0) ** cfg.similarity_power
-            hypotheses = [hypotheses[i] for i in np.argsort(-pre, kind="stable")[:cfg.align_top]]
+                hypotheses.append(Hypothesis(R, t, det, float(sim[i, j]), float(sim[i, 0])))
+            if segment is not None and search is not None and cfg.rotation_search > 0:
+                for R, t, _ in search(segment.points, frame.depth, K, obj.surface.diameter, top=cfg.rotation_search):
+                    hypotheses.append(Hypothesis(R, t, det, float(sim[i, 0]), float(sim[i, 0])))  # the place's look
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
-        R, t, det, similarity, _ = hypotheses[0]
+        chosen = hypotheses[0]
+        R, t, det, similarity = chosen.R, chosen.t, chosen.detection, chosen.similarity
         health = None
         if with_depth and len(hypotheses) > 1:
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
-            best = None
-            for R_h, t_h, det_h, sim_h, place_sim in hypotheses:
-                aligned = self._align(frame, obj, R_h, t_h, quick=True)
-                rank = aligned.agreement * max(place_sim, 0.0) ** cfg.similarity_power
-                if segmentation is not None and aligned.agreement > 0:
-                    # Floored: when no hypothesis lands on a segment (no table found, flat or tiny
-                    # objects), agreement still orders them.
-                    rank *= max(0.05, segment_explained(segmentation, obj.model_tree, aligned.R, aligned.t, K,
-                                                        obj.diameter, center=norm.center))
-                if best is None or rank > best[0]:
-                    best = (rank, aligned, det_h, sim_h)
-            _, aligned, det, similarity = best
+            chosen, aligned = choose_by_depth(obj.surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
+                                              similarity_power=cfg.similarity_power, tolerance=self._tolerance)
+            det, similarity = chosen.detection, chosen.similarity
             R, t = aligned.R, aligned.t  # the full alignment below starts from the winner
             timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
         if self._refiner is not None and cfg.refine_iterations > 0:
@@ -354,7 +326,7 @@ class KnownModelEstimator:
             health = None  # the refined pose needs its own depth check below
         if with_depth and health is None:
             t3 = time.perf_counter()
-            aligned = self._align(frame, obj, R, t)
+            aligned = obj.surface.align(frame, R, t, self._tolerance)
             R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = timings.get(f"{obj.db.name}/depth", 0.0) + \
                 1000 * (time.perf_counter() - t3)
@@ -367,14 +339,10 @@ class KnownModelEstimator:
                                      *norm.pose_to_normalized(R, t), self.config.refine_iterations)
         return norm.pose_to_metric(R_n, t_n)
 
-    def _align(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray, quick: bool = False):
-        """Depth alignment of one pose with the tracking config's agreement tolerance. ``quick``:
-        a quarter of the points and 5 ICP steps (~5x cheaper; the ICP queries dominate), enough to
-        rank hypotheses; the winner gets the full alignment."""
-        tc = self.config.tracking
-        points, iters = (obj.surface_points[::4], 5) if quick else (obj.surface_points, 15)
-        return align_to_depth(obj.render_mesh, points, R, t, frame.depth, frame.K, obj.diameter, icp_iters=iters,
-                              agreement_tol=(tc.depth_tol_m, tc.depth_tol_fraction))
+    @property
+    def _tolerance(self) -> tuple[float, float]:
+        """The depth agreement's tolerance: the tracking config's (one notion of health)."""
+        return self.config.tracking.depth_tol_m, self.config.tracking.depth_tol_fraction
 
 
 def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n: np.ndarray, t_n: np.ndarray,

@@ -9,8 +9,16 @@ then per object the detector head, one crop, the selector, and optionally the re
 Scale: a database built from photos without depth has an arbitrary unit. Depth in the query then
 fixes the translation in metres (the object is slid along its viewing ray to the observed depth);
 without depth the pose comes out with ``metric=False`` and a warning says that translation is up
-to scale. There is no mesh, so there is no ICP and no depth health: tracking is not offered in
-this mode, every frame runs detection.
+to scale.
+
+Surface: a database built from metric RGB-D photos holds the surface fused from their depth
+(objects/reconstruction.py). With depth in the query, the selector then proposes its
+``selector_top`` best viewpoints at every place, a coarse rotation grid fitted to each depth
+segment adds more, and the depth chooses among them exactly as in known-model mode
+(pipeline/depth_ranking.py: projective pre-ranking, quick ICP, agreement x explained), ending
+with ICP; the pose then carries a depth ``health``. Without a surface, the selector's single
+viewpoint is used and the centre is slid to the depth. Tracking is not offered in this mode;
+every frame runs detection.
 """
 from __future__ import annotations
 
@@ -29,12 +37,14 @@ from sixd_pose_ros.engines.export import detector_features_spec, detector_head_s
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_refiner, load_selector
 from sixd_pose_ros.models.detector import initial_translation
-from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation
+from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation, ranked_selections
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
 from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_proposals
+from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detector_outputs, heat_near, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
+from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,15 @@ class ModelFreeConfig:
     # detector's best peak; the place whose crop the selector matches best (largest raw score)
     # wins. 0 = the detector's peak only.
     depth_proposals: int = 4
+    # With depth and a fused surface (see the module docstring): the selector's best viewpoints
+    # tried per place, the grid rotations fitted to each depth segment (0 = off), the hypotheses
+    # that reach ICP after the projective pre-ranking, and the rotation grid (as KnownModelConfig).
+    selector_top: int = 3
+    rotation_search: int = 6
+    align_top: int = 16
+    rotation_search_grid: tuple[int, int] = (1, 12)
+    # The depth agreement's tolerance: max(meters, fraction of the distance), as tracking's health.
+    depth_tolerance: tuple[float, float] = (0.02, 0.02)
     backend: str = "auto"
     precision: str = "fp16"
     image_size: tuple[int, int] = (640, 480)
@@ -67,6 +86,7 @@ class _Object:
     selector: object  # Runner: query crop -> (scores, angle), the object's references baked in
     selector_R: np.ndarray  # (N, 3, 3) normalized-frame rotations of the selector subset
     refiner_feats: torch.Tensor | None
+    surface: SurfaceModel | None = None  # the fused reference depth (metric databases that have it)
 
 
 class ModelFreeEstimator:
@@ -89,6 +109,8 @@ class ModelFreeEstimator:
                          if self.refiner is not None else None)
         self._warned_scale: set[str] = set()
         self.objects: list[_Object] = []
+        grid = search_grid(*config.rotation_search_grid) \
+            if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
         with torch.no_grad():
             for db in databases:
                 det_refs = detector.encode_references(_images(db.detector_references().images, device))
@@ -101,7 +123,9 @@ class ModelFreeEstimator:
                 feats = self.refiner.encode_references(_images(db.references.images, device)) \
                     if self.refiner is not None else None
                 runner = backend.runner(selector_spec(self.selector, sel_refs, db.name, config.crop_size))
-                self.objects.append(_Object(db, head, runner, np.asarray(sel.R, np.float64), feats))
+                mesh = db.surface_mesh() if config.use_depth and db.metric else None
+                surface = SurfaceModel.from_mesh(mesh, db.normalization.center, grid) if mesh is not None else None
+                self.objects.append(_Object(db, head, runner, np.asarray(sel.R, np.float64), feats, surface))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -144,7 +168,7 @@ class ModelFreeEstimator:
         if det is None or det.score < cfg.min_detection_score:
             return None  # the detector decides whether the object is in view; depth only adds places
         # Places: the detector's peak, plus depth segments that fit the object's (metric) size.
-        places = [(det, initial_translation(det.center_xy, det.box_size, K))]  # centre in normalized units
+        places = [(det, initial_translation(det.center_xy, det.box_size, K), None)]  # centre in normalized units
         if segmentation is not None and obj.db.metric:
             diameter = 2.0 * norm.scale
             props = segment_proposals(segmentation, diameter, norm.scale, K)
@@ -153,16 +177,12 @@ class ModelFreeEstimator:
             for prop in props[:cfg.depth_proposals]:
                 # The reported score of a segment place: the detector's belief there.
                 prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
-                places.append((prop.detection, prop.centre / norm.scale))
+                places.append((prop.detection, prop.centre / norm.scale, prop.segment))
+        if obj.surface is not None and cfg.use_depth and frame.depth is not None:
+            return self._estimate_on_surface(frame, obj, places, timings, segmentation)
         t1 = time.perf_counter()
         best = None
-        for place_det, t_place in places:
-            try:
-                vc = object_centred_camera(K, t_place, 1.0, cfg.crop_size)
-            except DegenerateReferenceError:
-                continue
-            crop = cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_LINEAR)
-            scores, angle = obj.selector(_images(crop[None], self.backend.device))
+        for place_det, t_place, _, vc, scores, angle in self._select_at(frame, obj, places):
             # The selector's raw score: comparable across places. (Adding log(heat) of the detector
             # there changed nothing on a validation scene of training objects: ADD-S 10.4 % both.)
             match = float(torch.as_tensor(scores).max())
@@ -197,6 +217,48 @@ class ModelFreeEstimator:
                         "translation is up to scale (ObjectPose.metric=False); give depth, or rebuild "
                         "the object with depth images or poses in metres", name)
         return ObjectPose(name, R, t, float(det.score), detection_box(det), metric=metric, stage_ms=dict(timings))
+
+    def _select_at(self, frame: Frame, obj: _Object, places: list):
+        """Per place ``(detection, centre, segment)`` whose crop camera is defined: the place,
+        its crop camera and the selector's ``(scores, angle)`` on the crop there."""
+        size = self.config.crop_size
+        for det, t_place, segment in places:
+            try:
+                vc = object_centred_camera(frame.K, t_place, 1.0, size)
+            except DegenerateReferenceError:
+                continue
+            crop = cv2.warpPerspective(frame.rgb, vc.H, (size, size), flags=cv2.INTER_LINEAR)
+            scores, angle = obj.selector(_images(crop[None], self.backend.device))
+            yield det, t_place, segment, vc, scores, angle
+
+    def _estimate_on_surface(self, frame: Frame, obj: _Object, places: list, timings: dict,
+                             segmentation) -> ObjectPose | None:
+        """Hypotheses from the selector's best viewpoints and the rotation grid at every place,
+        chosen and aligned with the depth against the fused surface (metric database)."""
+        cfg, K, name, norm, surface = self.config, frame.K, obj.db.name, obj.db.normalization, obj.surface
+        t1 = time.perf_counter()
+        hypotheses: list[Hypothesis] = []
+        for det, t_place, segment, vc, scores, angle in self._select_at(frame, obj, places):
+            center = norm.scale * np.asarray(t_place, np.float64)  # metres: the database is metric
+            for sel in ranked_selections(SelectorOutput(scores=scores, angle=angle), cfg.selector_top):
+                R = vc.R_v.T @ initial_rotation(obj.selector_R[sel.index], sel.inplane)
+                # Depth decides (similarity 1): the selector's scores do not compare across places.
+                hypotheses.append(Hypothesis(R, center - R @ norm.center, det, sel.prob, 1.0))
+            if segment is not None and surface.search is not None and cfg.rotation_search > 0:
+                for R, t, _ in surface.search(segment.points, frame.depth, K, surface.diameter,
+                                              top=cfg.rotation_search):
+                    hypotheses.append(Hypothesis(R, t, det, 0.0, 1.0))
+        timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)
+        if not hypotheses:
+            return None
+        t3 = time.perf_counter()
+        chosen, aligned = choose_by_depth(surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
+                                          similarity_power=0.0, tolerance=cfg.depth_tolerance)
+        aligned = surface.align(frame, aligned.R, aligned.t, cfg.depth_tolerance)
+        timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
+        det = chosen.detection
+        return ObjectPose(name, aligned.R, aligned.t, float(det.score), detection_box(det), metric=True,
+                          stage_ms=dict(timings), health=float(aligned.agreement))
 
     def _slide_to_depth(self, frame: Frame, det, center: np.ndarray, scale: float, metric: bool):
         """Move the object centre along its viewing ray to sit behind the observed surface.

@@ -83,6 +83,7 @@ def load_estimator(params: NodeParams):
                 objects, weights, ModelFreeConfig(min_detection_score=params.min_score,
                                                   refine_iterations=params.refine_iterations,
                                                   depth_proposals=params.depth_proposals,
+                                                  rotation_search=params.rotation_search,
                                                   use_depth=params.use_depth, precision=params.precision),
                 use_refiner=params.refine_iterations > 0, backend=params.backend)
         else:

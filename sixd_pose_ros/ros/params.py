@@ -44,8 +44,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "depth_proposals": (4, "with depth: segments of the depth image standing off the table that are tried per "
                            "object besides the detector's peaks (0 = the detector's peaks only; model_free: "
                            "metric references only)"),
-    "rotation_search": (6, "known_model with depth: rotations of a coarse grid fitted to each depth segment, tried "
-                           "besides the codebook's hits (0 = off; each costs one quick depth alignment)"),
+    "rotation_search": (6, "with depth: rotations of a coarse grid fitted to each depth segment, tried besides the "
+                           "codebook's hits or the selector's viewpoints (0 = off; each costs one quick depth "
+                           "alignment; model_free: objects whose references had depth)"),
     "tracking.enabled": (True, "after a confident pose, later frames start from the previous pose and run "
                                "refinement only (needs depth; without it every frame runs detection)"),
     "tracking.min_health": (0.5, "a tracked pose whose depth agreement (0..1) is below this is lost: not "
