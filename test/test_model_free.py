@@ -111,3 +111,23 @@ def _networks(weights):
 
     return load_detector(weights / "detector.pt"), load_selector(weights / "selector.pt"), \
         load_refiner(weights / "refiner.pt")
+
+
+def test_objects_with_a_surface_are_tracked(views, weights, tmp_path):
+    """A detected pose starts a track; the next frame is a tracking step (depth alignment from the
+    previous pose, no detector); a frame without depth ends the track."""
+    from sixd_pose_ros.pipeline.tracking import TrackerConfig
+
+    db = _database(views, tmp_path)
+    with torch_single_thread():
+        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(min_detection_score=0.0),
+                                            backend="torch")
+        est.configure_tracking(TrackerConfig(enabled=True, min_health=0.0, min_start_health=0.0))
+        first = est.estimate(Frame(views.rgb[3], views.K, views.depth[3].astype(np.float32), stamp_ns=1))[0]
+        second = est.estimate(Frame(views.rgb[3], views.K, views.depth[3].astype(np.float32),
+                                    stamp_ns=100_000_000))[0]
+        assert not first.tracked and second.tracked
+        assert "part/track" in second.stage_ms and "part/detect" not in second.stage_ms
+        assert second.health is not None and np.all(np.isfinite(second.t))
+        est.estimate(_frame(views, 3, depth=False))
+        assert est.tracker.track("part") is None

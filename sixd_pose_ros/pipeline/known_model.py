@@ -65,7 +65,7 @@ from sixd_pose_ros.pipeline.detection import (
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
-from sixd_pose_ros.pipeline.types import Frame, ObjectPose
+from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
 
 
 class _BackendRefiner(torch.nn.Module):
@@ -208,27 +208,21 @@ class KnownModelEstimator:
         pyramid = None
         segmentation: list[DepthSegmentation | None] = []  # computed once, on first need
         results = []
-        for obj in self.objects:
-            name = obj.db.name
-            track = None
-            if with_depth and not tracker.wants_detection(name, frame.stamp_ns):
-                track = tracker.track(name)
-            elif not with_depth and tracker.track(name) is not None:
-                tracker.reset(name)  # no depth, no health: the track cannot go on
-            if track is not None:
-                pose = self._track_one(frame, obj, track, timings)
-                tracker.update(name, pose, pose.health, frame.stamp_ns, epoch=epoch)
-                if pose.health >= tracker.config.min_health:
-                    results.append(pose)
-                continue
+
+        def detect(obj: _LoadedObject) -> ObjectPose | None:
+            nonlocal pyramid
             if pyramid is None:
                 pyramid = self._pyramid(frame, timings)
             if with_depth and self.config.depth_proposals > 0 and not segmentation:
                 t0 = time.perf_counter()
                 segmentation.append(segment_depth(frame.depth, frame.K))
                 timings["segment"] = 1000 * (time.perf_counter() - t0)
-            pose = self._estimate_one(frame, pyramid, obj, timings, segmentation[0] if segmentation else None)
-            tracker.update(name, pose, pose.health if pose is not None else None, frame.stamp_ns, epoch=epoch)
+            return self._estimate_one(frame, pyramid, obj, timings, segmentation[0] if segmentation else None)
+
+        for obj in self.objects:
+            # Without depth there is no health: a track cannot go on.
+            pose = tracker.step(obj.db.name, frame.stamp_ns, epoch, with_depth,
+                                lambda track: self._track_one(frame, obj, track, timings), lambda: detect(obj))
             if pose is not None:
                 results.append(pose)
         return results
@@ -250,7 +244,7 @@ class KnownModelEstimator:
         R, t = aligned.R, aligned.t
         health = float(aligned.agreement)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
-        return ObjectPose(name, R, t, health, _projected_box(obj.surface.points, R, t, frame.K),
+        return ObjectPose(name, R, t, health, projected_box(obj.surface.points, R, t, frame.K),
                           metric=True, stage_ms=dict(timings), tracked=True, health=health)
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _LoadedObject, timings: dict,
@@ -357,13 +351,3 @@ def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n:
         return iterative_refine(refiner, frame.rgb, frame.K, R_n, t_n, nearest, iterations)
     except ValueError:
         return R_n, t_n
-
-
-def _projected_box(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(x0, y0, x1, y1) pixels bounding the model points at pose (R, t)."""
-    cam = points @ R.T + t
-    cam = cam[cam[:, 2] > 1e-6]
-    if len(cam) == 0:
-        return np.zeros(4)
-    uv = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-    return np.concatenate([uv.min(0), uv.max(0)])

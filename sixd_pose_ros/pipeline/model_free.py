@@ -17,15 +17,16 @@ Surface: a database built from metric RGB-D photos holds the surface fused from 
 segment adds more, and the depth chooses among them exactly as in known-model mode
 (pipeline/depth_ranking.py: projective pre-ranking, quick ICP, agreement x explained), ending
 with ICP; the pose then carries a depth ``health``. Without a surface, the selector's single
-viewpoint is used and the centre is slid to the depth. Tracking is not offered in this mode;
-every frame runs detection.
+viewpoint is used and the centre is slid to the depth. Objects with a surface are tracked
+(``ModelFreeConfig.tracking``, the node's ``tracking.*``) as in known-model mode; the others run
+detection every frame.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,8 @@ from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detect
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
 from sixd_pose_ros.pipeline.rotation_search import search_grid
-from sixd_pose_ros.pipeline.types import Frame, ObjectPose
+from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
+from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ class ModelFreeConfig:
     rotation_search: int = 6
     align_top: int = 16
     rotation_search_grid: tuple[int, int] = (1, 12)
-    # The depth agreement's tolerance: max(meters, fraction of the distance), as tracking's health.
-    depth_tolerance: tuple[float, float] = (0.02, 0.02)
+    # Off unless asked (each frame on its own, as evaluation wants); the node turns it on. Objects
+    # with a fused surface only (their depth agreement is the health); see pipeline/tracking.py.
+    tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
     backend: str = "auto"
     precision: str = "fp16"
     image_size: tuple[int, int] = (640, 480)
@@ -108,6 +111,7 @@ class ModelFreeEstimator:
         self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self._warned_scale: set[str] = set()
+        self.tracker = Tracker(config.tracking)
         self.objects: list[_Object] = []
         grid = search_grid(*config.rotation_search_grid) \
             if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
@@ -137,24 +141,65 @@ class ModelFreeEstimator:
         return cls(dbs, load_detector(weights / "detector.pt"), load_selector(weights / "selector.pt"),
                    refiner, config, backend)
 
+    def configure_tracking(self, config: TrackerConfig) -> None:
+        """Replace the tracking settings; every track ends (the next frame detects)."""
+        self.config = replace(self.config, tracking=config)
+        self.tracker = Tracker(config)
+
+    def reset_tracking(self, name: str | None = None) -> None:
+        """End the track of one object (or of all): its next frame runs full detection."""
+        self.tracker.reset(name)
+
     @torch.no_grad()
     def estimate(self, frame: Frame) -> list[ObjectPose]:
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        pyramid = image_pyramid(self._features, frame.rgb, self.config.detection_scales, self.backend.device)
-        timings["backbone"] = 1000 * (time.perf_counter() - t0)
-        segmentation = None
-        if self.config.use_depth and frame.depth is not None and self.config.depth_proposals > 0 and \
-                any(obj.db.metric for obj in self.objects):
-            t0 = time.perf_counter()
-            segmentation = segment_depth(frame.depth, K=frame.K)
-            timings["segment"] = 1000 * (time.perf_counter() - t0)
+        cfg, tracker = self.config, self.tracker
+        epoch = tracker.epoch
+        with_depth = cfg.use_depth and frame.depth is not None
+        shared: dict = {}  # the backbone pyramid and the depth segmentation, computed on first need
+
+        def detect(obj: _Object) -> ObjectPose | None:
+            if "pyramid" not in shared:
+                t0 = time.perf_counter()
+                shared["pyramid"] = image_pyramid(self._features, frame.rgb, cfg.detection_scales,
+                                                  self.backend.device)
+                timings["backbone"] = 1000 * (time.perf_counter() - t0)
+                shared["segmentation"] = None
+                if with_depth and cfg.depth_proposals > 0 and any(o.db.metric for o in self.objects):
+                    t0 = time.perf_counter()
+                    shared["segmentation"] = segment_depth(frame.depth, K=frame.K)
+                    timings["segment"] = 1000 * (time.perf_counter() - t0)
+            return self._estimate_one(frame, shared["pyramid"], obj, timings, shared["segmentation"])
+
         poses = []
         for obj in self.objects:
-            pose = self._estimate_one(frame, pyramid, obj, timings, segmentation)
+            # Only an object with a fused surface has a depth health to track by.
+            pose = tracker.step(obj.db.name, frame.stamp_ns, epoch, with_depth and obj.surface is not None,
+                                lambda track: self._track_one(frame, obj, track, timings), lambda: detect(obj))
             if pose is not None:
                 poses.append(pose)
         return poses
+
+    def _track_one(self, frame: Frame, obj: _Object, track, timings: dict) -> ObjectPose:
+        """One tracking step from the track's pose: refiner (if on), then depth alignment."""
+        cfg, name, norm = self.config, obj.db.name, obj.db.normalization
+        t0 = time.perf_counter()
+        R, t = track.R.copy(), track.t.copy()
+        if self._refiner is not None and cfg.refine_iterations > 0:
+            R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
+                                         *norm.pose_to_normalized(R, t), cfg.refine_iterations)
+            R, t = norm.pose_to_metric(R_n, t_n)
+        aligned = obj.surface.align(frame, R, t, self._tolerance)
+        timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
+        health = float(aligned.agreement)
+        return ObjectPose(name, aligned.R, aligned.t, health,
+                          projected_box(obj.surface.points, aligned.R, aligned.t, frame.K), metric=True,
+                          stage_ms=dict(timings), tracked=True, health=health)
+
+    @property
+    def _tolerance(self) -> tuple[float, float]:
+        """The depth agreement's tolerance: the tracking config's (one notion of health)."""
+        return self.config.tracking.depth_tol_m, self.config.tracking.depth_tol_fraction
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict,
                       segmentation=None) -> ObjectPose | None:
@@ -253,8 +298,8 @@ class ModelFreeEstimator:
             return None
         t3 = time.perf_counter()
         chosen, aligned = choose_by_depth(surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
-                                          similarity_power=0.0, tolerance=cfg.depth_tolerance)
-        aligned = surface.align(frame, aligned.R, aligned.t, cfg.depth_tolerance)
+                                          similarity_power=0.0, tolerance=self._tolerance)
+        aligned = surface.align(frame, aligned.R, aligned.t, self._tolerance)
         timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
         det = chosen.detection
         return ObjectPose(name, aligned.R, aligned.t, float(det.score), detection_box(det), metric=True,

@@ -26,7 +26,9 @@ detects.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +162,23 @@ class Tracker:
             track.lost += 1
             if track.lost >= cfg.max_lost_frames:
                 del self._tracks[name]
+
+    def step(self, name: str, stamp_ns: int, epoch: int, trackable: bool,
+             track_step: Callable[[ObjectTrack], Any], detect_step: Callable[[], Any]):
+        """One object's frame, the same way in every estimator: a tracking step from the track's
+        pose when there is a track and ``trackable`` (depth and a surface to measure health
+        with), else detection; the outcome is reported. Returns the pose to publish, or None
+        (not found, or a tracked pose below ``min_health``: withheld, the track keeps its last
+        healthy pose). Without ``trackable`` a running track ends: no health, no track."""
+        if trackable and not self.wants_detection(name, stamp_ns):
+            pose = track_step(self.track(name))
+            self.update(name, pose, pose.health, stamp_ns, epoch=epoch)
+            return pose if pose.health >= self.config.min_health else None
+        if not trackable and self.track(name) is not None:
+            self.reset(name)
+        pose = detect_step()
+        self.update(name, pose, pose.health if pose is not None else None, stamp_ns, epoch=epoch)
+        return pose
 
     def reset(self, name: str | None = None) -> None:
         """End one object's track (or all of them): its next frame runs detection."""

@@ -112,3 +112,13 @@ class Estimator(Protocol):
     """What the node and the evaluation call; known-model and model-free estimators implement it."""
 
     def estimate(self, frame: Frame) -> list[ObjectPose]: ...
+
+
+def projected_box(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) pixels bounding the model points at pose (R, t)."""
+    cam = points @ R.T + t
+    cam = cam[cam[:, 2] > 1e-6]
+    if len(cam) == 0:
+        return np.zeros(4)
+    uv = cam[:, :2] / cam[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+    return np.concatenate([uv.min(0), uv.max(0)])

@@ -139,7 +139,8 @@ class SixdPoseNode(_BaseNode):
         return SUCCESS
 
     def _configure_tracking(self) -> None:
-        """Hand the tracking.* parameters to an estimator that tracks (KnownModelEstimator)."""
+        """Hand the tracking.* parameters to an estimator that tracks (known-model, and model-free
+        objects with a fused surface)."""
         configure = getattr(self.estimator, "configure_tracking", None)
         if configure is None:
             return
