@@ -490,7 +490,7 @@ def test_capture_over_dds_writes_a_folder_that_builds(player, recording, tmp_pat
     response = player.finish("capture_ok")
     assert response.success, response.message
     assert out.is_dir() and str(out) in response.message
-    wait(lambda: any("progress: kept" in m.msg for m in player.logs), 5, "a progress line")
+    wait(lambda: any("progress: kept" in m.msg for m in player.logs), 15, "a progress line")
 
     poses = json.loads((out / "poses.json").read_text())
     capture = json.loads((out / "capture.json").read_text())
@@ -682,7 +682,10 @@ def test_capture_from_a_recorded_bag_writes_the_same_references(recording, tmp_p
     rec = recording
     bag = tmp_path / "sweep"
     _write_capture_bag(rec, bag)
-    result = capture_from_bag(bag, tmp_path / "refs", params={"world_frame": "world", "tf.backend": "own"})
+    # Half speed: the node's sensor-data subscriptions are best effort, and a loaded CI machine
+    # must not drop frames the test counts.
+    result = capture_from_bag(bag, tmp_path / "refs", params={"world_frame": "world", "tf.backend": "own"},
+                              rate=0.5)
     expected = _expected_kept(rec.T_wc, 0.03, 10.0)
     assert result.counts == {"kept": len(expected), "skipped_motion": len(rec.frames) - len(expected),
                              "no_tf": 0, "bad_frame": 0}, result

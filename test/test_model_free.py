@@ -131,3 +131,17 @@ def test_objects_with_a_surface_are_tracked(views, weights, tmp_path):
         assert second.health is not None and np.all(np.isfinite(second.t))
         est.estimate(_frame(views, 3, depth=False))
         assert est.tracker.track("part") is None
+
+
+def test_rviz_shows_the_fused_surface(views, weights, tmp_path):
+    """The node's markers: a model-free object with a surface is drawn with it (mesh.ply and its
+    box), not with the box around the reference sphere."""
+    from sixd_pose_ros.ros.estimator_loader import object_infos
+
+    db = _database(views, tmp_path)
+    with torch_single_thread():
+        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(), backend="torch")
+    (info,) = object_infos(est)
+    assert info.mesh_path == db / "mesh.ply" and info.mesh_path.is_file()
+    extent = info.bbox_max - info.bbox_min
+    np.testing.assert_allclose(extent, views.mesh.extents, rtol=0.1, atol=0.01 * info.diameter)

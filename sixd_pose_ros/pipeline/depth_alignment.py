@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import open3d as o3d  # imported with the pipeline: a first import inside the first frame costs ~0.8 s
 from scipy.spatial import cKDTree
 
 from sixd_pose_ros.geometry.pinhole import backproject_depth, depth_at_projections
@@ -175,8 +176,6 @@ def _align(mesh, model_points, R, t, depth, K, diameter, icp_iters, max_move_fra
 def _icp_point_to_plane(model_points, observed, R, t, diameter, iters, robust_fraction):
     """Open3D's point-to-plane ICP with a Tukey kernel (robust to the table and occluders among
     the observed points); observed normals from their 16 neighbours, turned to the camera."""
-    import open3d as o3d
-
     target = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(observed))
     target.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(16))
     target.orient_normals_towards_camera_location(np.zeros(3))

@@ -34,18 +34,22 @@ class ObjectInfo:
 
 
 def object_infos(estimator) -> list[ObjectInfo]:
-    """ObjectInfo of each object an estimator holds (KnownModelEstimator: from its databases)."""
+    """ObjectInfo of each object an estimator holds, from its databases: the CAD mesh (known
+    model), the surface fused from the reference depth (model free, when it has one), or else a
+    box around the reference sphere."""
     infos = []
     for obj in getattr(estimator, "objects", []):
         db = getattr(obj, "db", None)
         if db is None:
             continue
-        if getattr(db, "mesh", None) is None:  # model-free: no mesh, a box around the reference sphere
+        surface = getattr(obj, "surface", None)
+        if getattr(db, "mesh", None) is None and surface is None:
             norm = db.normalization
             c, r = np.asarray(norm.center, np.float64), float(norm.scale) / np.sqrt(3.0)
             infos.append(ObjectInfo(db.name, None, c - r, c + r))
             continue
-        verts = np.asarray(db.mesh.vertices, dtype=np.float64)
+        verts = np.asarray(db.mesh.vertices if getattr(db, "mesh", None) is not None else
+                           surface.render_mesh.vertices, dtype=np.float64)
         lo, hi = (verts.min(0), verts.max(0)) if len(verts) else (np.full(3, -0.05), np.full(3, 0.05))
         mesh_file = (db.info.get("mesh") or {}).get("file")
         mesh_path = Path(db.path) / mesh_file if mesh_file else None
