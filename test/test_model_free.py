@@ -67,6 +67,11 @@ def test_estimates_over_the_whole_pipeline(views, weights, tmp_path):
     assert {"backbone", "segment", "part/detect", "part/select", "part/depth"} <= set(pose.stage_ms)
     # RGB-D references give the database a fused surface: depth chose and aligned the pose.
     assert pose.health is not None and 0.0 <= pose.health <= 1.0
+    # The refiner runs on the depth's winner, which is then aligned again.
+    with torch_single_thread():
+        est.config = ModelFreeConfig(min_detection_score=0.0, refine_iterations=1)
+        refined = est.estimate(_frame(views, 3))[0]
+    assert {"part/refine", "part/depth"} <= set(refined.stage_ms) and refined.health is not None
     # Without depth proposals the depth image is not segmented (the detector's peak only).
     with torch_single_thread():
         est.config = ModelFreeConfig(min_detection_score=0.0, depth_proposals=0)

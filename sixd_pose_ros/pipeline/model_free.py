@@ -182,19 +182,24 @@ class ModelFreeEstimator:
 
     def _track_one(self, frame: Frame, obj: _Object, track, timings: dict) -> ObjectPose:
         """One tracking step from the track's pose: refiner (if on), then depth alignment."""
-        cfg, name, norm = self.config, obj.db.name, obj.db.normalization
+        name = obj.db.name
         t0 = time.perf_counter()
-        R, t = track.R.copy(), track.t.copy()
-        if self._refiner is not None and cfg.refine_iterations > 0:
-            R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
-                                         *norm.pose_to_normalized(R, t), cfg.refine_iterations)
-            R, t = norm.pose_to_metric(R_n, t_n)
+        R, t = self._refine_metric(frame, obj, track.R.copy(), track.t.copy())
         aligned = obj.surface.align(frame, R, t, self._tolerance)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
         health = float(aligned.agreement)
         return ObjectPose(name, aligned.R, aligned.t, health,
                           projected_box(obj.surface.points, aligned.R, aligned.t, frame.K), metric=True,
                           stage_ms=dict(timings), tracked=True, health=health)
+
+    def _refine_metric(self, frame: Frame, obj: _Object, R: np.ndarray, t: np.ndarray):
+        """Volume-refiner iterations on a metric pose (unchanged when the refiner is off)."""
+        cfg, norm = self.config, obj.db.normalization
+        if self._refiner is None or cfg.refine_iterations <= 0:
+            return R, t
+        R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
+                                     *norm.pose_to_normalized(R, t), cfg.refine_iterations)
+        return norm.pose_to_metric(R_n, t_n)
 
     @property
     def _tolerance(self) -> tuple[float, float]:
@@ -299,8 +304,15 @@ class ModelFreeEstimator:
         t3 = time.perf_counter()
         chosen, aligned = choose_by_depth(surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
                                           similarity_power=0.0, tolerance=self._tolerance)
-        aligned = surface.align(frame, aligned.R, aligned.t, self._tolerance)
         timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
+        R, t = aligned.R, aligned.t  # as in known-model mode: the refiner runs on the winner only
+        if self._refiner is not None and cfg.refine_iterations > 0:
+            t2 = time.perf_counter()
+            R, t = self._refine_metric(frame, obj, R, t)
+            timings[f"{name}/refine"] = 1000 * (time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        aligned = surface.align(frame, R, t, self._tolerance)
+        timings[f"{name}/depth"] += 1000 * (time.perf_counter() - t3)
         det = chosen.detection
         return ObjectPose(name, aligned.R, aligned.t, float(det.score), detection_box(det), metric=True,
                           stage_ms=dict(timings), health=float(aligned.agreement))
