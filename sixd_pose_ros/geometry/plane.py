@@ -1,8 +1,10 @@
 """The dominant plane of a point cloud (a table under the objects).
 
 Hand-written (3-point RANSAC, hypotheses scored in vectorized chunks, then a least-squares refit)
-rather than Open3D's ``segment_plane``: Open3D is an optional, heavy dependency that robots
-rarely have. Used by the reference capture (table under the object), the depth proposals of the estimators
+rather than Open3D's ``segment_plane``: it was written when Open3D was optional here (the
+capture tool still runs without it); now that the pipeline imports Open3D for ICP and fusion,
+moving to ``segment_plane`` is open, but would change which plane RANSAC draws, so every depth
+proposal number would need measuring again. Used by the reference capture (table under the object), the depth proposals of the estimators
 (what stands off the table) and the fusion of unmasked reference depth (the table is cut away).
 """
 from __future__ import annotations

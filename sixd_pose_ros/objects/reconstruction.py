@@ -21,6 +21,7 @@ import numpy as np
 import trimesh
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.geometry.pinhole import backproject_depth
 from sixd_pose_ros.geometry.plane import fit_support_plane
 
 #: Voxels across the object's bounding cube: ~1 % of the diameter, well below the sensor's noise
@@ -108,27 +109,22 @@ def cut_support_plane(depth: np.ndarray, K: np.ndarray, tol: float = 0.008) -> n
     """``depth`` without the dominant plane (the table the object stands on) and what lies behind
     it: for views without a mask, whose depth around the object is mostly table. Unchanged when
     no plane holds a fifth of the points (no table in view)."""
-    valid = depth > 0
-    v, u = np.nonzero(valid)
-    z = depth[v, u].astype(np.float64)
-    cam = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
+    cam, rc = backproject_depth(depth, K, return_pixels=True)
     plane = fit_support_plane(cam[::max(1, len(cam) // 5000)], tol=tol)
     if plane is None:
         return depth
-    on_or_behind = cam @ plane[:3] + plane[3] < max(tol, 0.01 * float(np.median(z)))
+    on_or_behind = cam @ plane[:3] + plane[3] < max(tol, 0.01 * float(np.median(cam[:, 2])))
     out = depth.copy()
-    out[v[on_or_behind], u[on_or_behind]] = 0.0
+    out[rc[on_or_behind, 0], rc[on_or_behind, 1]] = 0.0
     return out
 
 
 def _inside_sphere(depth: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, center: np.ndarray,
                    radius: float) -> np.ndarray:
     """``depth`` with pixels whose point lies outside the sphere (object frame) set to 0."""
-    v, u = np.nonzero(depth > 0)
-    z = depth[v, u].astype(np.float64)
-    cam = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
+    cam, rc = backproject_depth(depth, K, return_pixels=True)
     obj = (cam - t) @ R  # camera -> object frame, row-wise R^T (p - t)
     outside = np.linalg.norm(obj - center, axis=1) > radius
     out = depth.copy()
-    out[v[outside], u[outside]] = 0.0
+    out[rc[outside, 0], rc[outside, 1]] = 0.0
     return out

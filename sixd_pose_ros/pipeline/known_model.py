@@ -240,7 +240,7 @@ class KnownModelEstimator:
         R, t = track.R.copy(), track.t.copy()
         if self._refiner is not None and cfg.refine_iterations > 0:
             R, t = self._refine(frame, obj, R, t)
-        aligned = obj.surface.align(frame, R, t, self._tolerance)
+        aligned = obj.surface.align(frame, R, t, cfg.tracking.depth_tolerance)
         R, t = aligned.R, aligned.t
         health = float(aligned.agreement)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
@@ -309,7 +309,8 @@ class KnownModelEstimator:
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
             chosen, aligned = choose_by_depth(obj.surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
-                                              similarity_power=cfg.similarity_power, tolerance=self._tolerance)
+                                              similarity_power=cfg.similarity_power,
+                                              tolerance=cfg.tracking.depth_tolerance)
             det, similarity = chosen.detection, chosen.similarity
             R, t = aligned.R, aligned.t  # the full alignment below starts from the winner
             timings[f"{obj.db.name}/depth"] = 1000 * (time.perf_counter() - t3)
@@ -320,7 +321,7 @@ class KnownModelEstimator:
             health = None  # the refined pose needs its own depth check below
         if with_depth and health is None:
             t3 = time.perf_counter()
-            aligned = obj.surface.align(frame, R, t, self._tolerance)
+            aligned = obj.surface.align(frame, R, t, cfg.tracking.depth_tolerance)
             R, t, health = aligned.R, aligned.t, float(aligned.agreement)
             timings[f"{obj.db.name}/depth"] = timings.get(f"{obj.db.name}/depth", 0.0) + \
                 1000 * (time.perf_counter() - t3)
@@ -332,11 +333,6 @@ class KnownModelEstimator:
         R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
                                      *norm.pose_to_normalized(R, t), self.config.refine_iterations)
         return norm.pose_to_metric(R_n, t_n)
-
-    @property
-    def _tolerance(self) -> tuple[float, float]:
-        """The depth agreement's tolerance: the tracking config's (one notion of health)."""
-        return self.config.tracking.depth_tol_m, self.config.tracking.depth_tol_fraction
 
 
 def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n: np.ndarray, t_n: np.ndarray,

@@ -185,7 +185,7 @@ class ModelFreeEstimator:
         name = obj.db.name
         t0 = time.perf_counter()
         R, t = self._refine_metric(frame, obj, track.R.copy(), track.t.copy())
-        aligned = obj.surface.align(frame, R, t, self._tolerance)
+        aligned = obj.surface.align(frame, R, t, self.config.tracking.depth_tolerance)
         timings[f"{name}/track"] = 1000 * (time.perf_counter() - t0)
         health = float(aligned.agreement)
         return ObjectPose(name, aligned.R, aligned.t, health,
@@ -200,11 +200,6 @@ class ModelFreeEstimator:
         R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
                                      *norm.pose_to_normalized(R, t), cfg.refine_iterations)
         return norm.pose_to_metric(R_n, t_n)
-
-    @property
-    def _tolerance(self) -> tuple[float, float]:
-        """The depth agreement's tolerance: the tracking config's (one notion of health)."""
-        return self.config.tracking.depth_tol_m, self.config.tracking.depth_tol_fraction
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict,
                       segmentation=None) -> ObjectPose | None:
@@ -303,7 +298,7 @@ class ModelFreeEstimator:
             return None
         t3 = time.perf_counter()
         chosen, aligned = choose_by_depth(surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
-                                          similarity_power=0.0, tolerance=self._tolerance)
+                                          similarity_power=0.0, tolerance=cfg.tracking.depth_tolerance)
         timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
         R, t = aligned.R, aligned.t  # as in known-model mode: the refiner runs on the winner only
         if self._refiner is not None and cfg.refine_iterations > 0:
@@ -311,7 +306,7 @@ class ModelFreeEstimator:
             R, t = self._refine_metric(frame, obj, R, t)
             timings[f"{name}/refine"] = 1000 * (time.perf_counter() - t2)
         t3 = time.perf_counter()
-        aligned = surface.align(frame, R, t, self._tolerance)
+        aligned = surface.align(frame, R, t, cfg.tracking.depth_tolerance)
         timings[f"{name}/depth"] += 1000 * (time.perf_counter() - t3)
         det = chosen.detection
         return ObjectPose(name, aligned.R, aligned.t, float(det.score), detection_box(det), metric=True,

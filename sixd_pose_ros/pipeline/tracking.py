@@ -57,6 +57,12 @@ class TrackerConfig:
     depth_tol_m: float = 0.02
     depth_tol_fraction: float = 0.02
 
+    @property
+    def depth_tolerance(self) -> tuple[float, float]:
+        """``(depth_tol_m, depth_tol_fraction)``: what depth alignment's agreement takes, so that
+        ranking, final alignment and tracking share one notion of health."""
+        return self.depth_tol_m, self.depth_tol_fraction
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_health <= 1.0:
             raise ValueError(f"min_health {self.min_health} must be in [0, 1]")

@@ -42,14 +42,13 @@ def object_infos(estimator) -> list[ObjectInfo]:
         db = getattr(obj, "db", None)
         if db is None:
             continue
-        surface = getattr(obj, "surface", None)
-        if getattr(db, "mesh", None) is None and surface is None:
+        mesh, surface = getattr(db, "mesh", None), getattr(obj, "surface", None)
+        if mesh is None and surface is None:
             norm = db.normalization
             c, r = np.asarray(norm.center, np.float64), float(norm.scale) / np.sqrt(3.0)
             infos.append(ObjectInfo(db.name, None, c - r, c + r))
             continue
-        verts = np.asarray(db.mesh.vertices if getattr(db, "mesh", None) is not None else
-                           surface.render_mesh.vertices, dtype=np.float64)
+        verts = np.asarray((mesh if mesh is not None else surface.render_mesh).vertices, dtype=np.float64)
         lo, hi = (verts.min(0), verts.max(0)) if len(verts) else (np.full(3, -0.05), np.full(3, 0.05))
         mesh_file = (db.info.get("mesh") or {}).get("file")
         mesh_path = Path(db.path) / mesh_file if mesh_file else None

@@ -25,7 +25,7 @@ from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    TrainConfig, finish_training, make_optimizer, optimizer_step, prepare_model, start_run, wrap_model,
     report_progress,
 )
 
@@ -105,9 +105,7 @@ def train_autoencoder(cfg: TrainConfig, out_dir: Path, progress: bool = True) ->
         out = net(autoencoder_batch(samples, sample_ids, dist.device))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
+        optimizer_step(model, opt, sched)
         losses.append(float(out["loss"].detach()))
         report_progress(bar, step, cfg, losses, started, recon=float(out["recon"]))
     seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from sixd_pose_ros.models.detector import Detector, DetectorConfig, decode, detector_loss, targets_from_ground_truth
 from sixd_pose_ros.training.pose_samples import DetectorSample, detector_sample, pose_object
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    TrainConfig, finish_training, make_optimizer, optimizer_step, prepare_model, start_run, wrap_model,
     report_progress,
 )
 
@@ -96,9 +96,7 @@ def train_detector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
             loss = detector_loss(out, targets)["loss"] / groups
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
+        optimizer_step(model, opt, sched)
         losses.append(total)
         report_progress(bar, step, cfg, losses, started)
     seconds = time.perf_counter() - started

@@ -38,7 +38,7 @@ from sixd_pose_ros.training.pose_samples import (
 from sixd_pose_ros.training.scenes import jitter_color, random_texture
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, prepare_model, start_run, wrap_model,
+    TrainConfig, finish_training, make_optimizer, optimizer_step, prepare_model, start_run, wrap_model,
     report_progress,
 )
 
@@ -147,9 +147,7 @@ def train_refiner(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> dic
         loss = grid_alignment_loss(net(*inputs), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
+        optimizer_step(model, opt, sched)
         losses.append(float(loss.detach()))
         report_progress(bar, step, cfg, losses, started)
     seconds = time.perf_counter() - started

@@ -47,6 +47,7 @@ from sixd_pose_ros.training.trainer import (
     TrainConfig,
     finish_training,
     make_optimizer,
+    optimizer_step,
     prepare_model,
     start_run,
     wrap_model,
@@ -182,9 +183,7 @@ def train_selector(cfg: TrainConfig, out_dir: Path, progress: bool = True) -> di
             loss.backward()
             total += float(loss.detach())
             parts += [float(parts_g["score"].detach()) / groups, float(parts_g["angle"].detach()) / groups]
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
+        optimizer_step(model, opt, sched)
         losses.append(total)
         report_progress(bar, step, cfg, losses, started, score=float(parts[0]), angle=float(parts[1]))
     seconds = time.perf_counter() - started

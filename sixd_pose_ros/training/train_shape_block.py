@@ -31,7 +31,7 @@ from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
-    TrainConfig, finish_training, make_optimizer, report_progress, start_run,
+    TrainConfig, finish_training, make_optimizer, optimizer_step, report_progress, start_run,
 )
 
 
@@ -110,9 +110,7 @@ def train_shape_block(cfg: TrainConfig, out_dir: Path, progress: bool = True) ->
                                  negatives.reshape(len(idx), n_neg, 3, 3), [pool["symmetries"][i] for i in idx])
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(block.parameters(), 5.0)
-        opt.step()
-        sched.step()
+        optimizer_step(block, opt, sched)
         losses.append(float(parts["loss"].detach()))
         report_progress(bar, step, cfg, losses, started, accuracy=float(parts["accuracy"]))
     seconds = time.perf_counter() - started

@@ -157,6 +157,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     return opt, sched
 
 
+def optimizer_step(model: torch.nn.Module, opt, sched, max_grad_norm: float = 5.0) -> None:
+    """Apply the gradients already accumulated: clip their norm, step, advance the schedule.
+    The same three steps in every trainer (some accumulate over groups before calling it)."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    opt.step()
+    sched.step()
+
+
 def finish_training(name: str, model: torch.nn.Module, model_config: Any, cfg: TrainConfig,
                     dist_info: DistInfo, out_dir: Path, seconds: float, losses: list[float],
                     evaluate) -> dict:
