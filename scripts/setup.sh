@@ -56,7 +56,8 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && venv_healthy; then
 fi
 
 # --- system libraries: OSMesa for the OpenGL renderer backend on machines without a GPU, and
-# libusb, which Open3D (the classical registration peer of evaluation) links against ---
+# libusb, which Open3D links against (the estimators' final ICP, the fusion of model-free reference
+# depth, and the classical registration peer of evaluation) ---
 missing_debs=()
 ldconfig -p 2>/dev/null | grep -q libOSMesa || missing_debs+=(libosmesa6)
 ldconfig -p 2>/dev/null | grep -q libusb-1.0 || missing_debs+=(libusb-1.0-0)
@@ -66,7 +67,7 @@ if [ "${#missing_debs[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}" >/dev/null
   else
     log "warning: missing system packages: 'sudo apt-get install ${missing_debs[*]}' (pyrender's OSMesa" \
-        "backend and open3d need them; the default numba renderer does not)"
+        "backend needs OSMesa; open3d, which the estimators import, needs libusb)"
   fi
 fi
 
