@@ -4,10 +4,10 @@ An RGB estimate's largest error is depth (a 5 % scale error of the detector box 
 distance, centimetres at arm's length); the depth camera measures exactly that. First the
 object is slid along its viewing ray until its rendered depth matches the observed depth in
 its silhouette (robust median ratio), then ICP on the observed points near the model aligns the
-rest: point-to-plane with a Tukey kernel (Open3D; converges from further and lands closer: on
-clean renders from 10-30 deg off, median ADD 0.07 -> 0.04 diameters at half the time), or our
-own trimmed point-to-point (scipy cKDTree), which ranks hypotheses better in clutter (see
-pipeline/depth_ranking.py, which uses both). An update that moves the object too far is rejected: a wrong ICP
+rest: point-to-plane with a Tukey kernel (Open3D; lands closer: as the final alignment it raised
+Prj-5 on 20 frames of bench-v1 from 15 to 26 %), or our own trimmed point-to-point (scipy
+cKDTree), which ranks hypotheses better in clutter (see pipeline/depth_ranking.py, which uses
+both, and docs/reports/README.md for the numbers). An update that moves the object too far is rejected: a wrong ICP
 basin is worse than a slightly-off RGB pose.
 
 It also says how well the model explains the observation at the pose it returns (``agreement``,
