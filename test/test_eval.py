@@ -20,7 +20,7 @@ from sixd_pose_ros.evaluation.mesh_units import decide_mesh_unit
 from sixd_pose_ros.evaluation.sources import resolve_dataset
 from conftest import torch_single_thread
 
-REQUIRED = {"add_0.1d", "adds_0.1d", "prj_5", "rot_err_deg_median", "trans_err_cm_median"}
+REQUIRED = {"add_0.1d", "adds_0.1d", "add(-s)_0.1d", "prj_5", "rot_err_deg_median", "trans_err_cm_median"}
 # Plumbing speed: a tiny codebook and the torch backend (no ONNX export in tests).
 FAST = EvalOptions(objects=(1, 2), max_frames=3, codebook_grid=(1, 12), backend="torch", progress=False)
 
@@ -92,7 +92,7 @@ def test_report_shape_and_files(bop_report, smoke_dataset):
     assert present and set(on_disk["objects"]) == present
     for obj in on_disk["objects"].values():
         assert set(obj) == REQUIRED | {"n"}
-        for key in ("add_0.1d", "adds_0.1d", "prj_5"):
+        for key in ("add_0.1d", "adds_0.1d", "add(-s)_0.1d", "prj_5"):
             assert 0.0 <= obj[key] <= 1.0
     assert set(on_disk["mean"]) == REQUIRED
     assert on_disk["latency_ms"]["median"] > 0

@@ -109,7 +109,7 @@ def test_score_instance_rejects_bad_input_with_a_fix(kw, match):
 
 
 def _result(scene, im, obj, *, add=None, rot=1.0, trans=1.0, prj=1.0, diameter=0.1, latency=None,
-            partial=None, mssd=None, mspd=None, vsd=None):
+            partial=None, mssd=None, mspd=None, vsd=None, symmetric=False):
     found = add is not None
     inf = MISSING
     return InstanceResult(
@@ -119,7 +119,7 @@ def _result(scene, im, obj, *, add=None, rot=1.0, trans=1.0, prj=1.0, diameter=0
         prj=prj if found else inf, rot_err_deg=rot if found else inf, trans_err_cm=trans if found else inf,
         mssd=mssd if found else (inf if mssd is not None else None),
         mspd=mspd if found else (inf if mspd is not None else None),
-        vsd=vsd, diameter=diameter, latency_ms=latency, partial=partial, image_width=640)
+        vsd=vsd, diameter=diameter, latency_ms=latency, partial=partial, image_width=640, symmetric=symmetric)
 
 
 def _results():
@@ -144,13 +144,28 @@ def test_summarize_has_exactly_the_required_shape():
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN or inf anywhere
 
 
+def test_add_or_adds_takes_adds_for_symmetric_objects_only():
+    # ADD 1.5 cm fails 0.1d of 10 cm; ADD-S (half of it here) passes.
+    rows = [_result(0, 0, 1, add=0.015, symmetric=True), _result(0, 0, 2, add=0.015, symmetric=False)]
+    s = summarize(rows, "known_model", "d")
+    assert s["objects"]["1"]["add(-s)_0.1d"] == 1.0 and s["objects"]["1"]["add_0.1d"] == 0.0
+    assert s["objects"]["2"]["add(-s)_0.1d"] == 0.0 and s["objects"]["2"]["adds_0.1d"] == 1.0
+    assert s["mean"]["add(-s)_0.1d"] == 0.5
+
+
+def test_score_instance_marks_objects_with_symmetries():
+    flip = np.diag([-1.0, -1.0, 1.0])
+    assert _score(symmetries=[flip]).symmetric
+    assert not _score().symmetric
+
+
 def test_summarize_values_by_hand():
     s = summarize(_results(), "known_model", "bench-v1")
     o2, o10 = s["objects"]["2"], s["objects"]["10"]
     assert o2 == {"n": 3, "add_0.1d": pytest.approx(1 / 3), "adds_0.1d": pytest.approx(1 / 3),
-                  "prj_5": pytest.approx(1 / 3), "rot_err_deg_median": 12.0, "trans_err_cm_median": 3.0}
+                  "add(-s)_0.1d": pytest.approx(1 / 3), "prj_5": pytest.approx(1 / 3), "rot_err_deg_median": 12.0, "trans_err_cm_median": 3.0}
     # Never found: recalls 0, medians null (not 0).
-    assert o10 == {"n": 2, "add_0.1d": 0.0, "adds_0.1d": 0.0, "prj_5": 0.0,
+    assert o10 == {"n": 2, "add_0.1d": 0.0, "adds_0.1d": 0.0, "add(-s)_0.1d": 0.0, "prj_5": 0.0,
                    "rot_err_deg_median": None, "trans_err_cm_median": None}
     assert s["mean"]["add_0.1d"] == pytest.approx(1 / 6)
     assert s["mean"]["rot_err_deg_median"] is None  # one object has no median
@@ -220,8 +235,8 @@ def test_write_report_writes_every_file(tmp_path):
     bgr = cv2.imread(str(tmp_path / "out" / "overlays" / "frame_0.png"))
     assert bgr.shape == (20, 30, 3) and bgr[0, 0].tolist() == [0, 0, 255]
     md = (tmp_path / "out" / "metrics.md").read_text()
-    assert "| 2 | 3 | 33.3 | 33.3 | 33.3 | 12.00 | 3.00 |" in md
-    assert "| 10 | 2 | 0.0 | 0.0 | 0.0 | - | - |" in md
+    assert "| 2 | 3 | 33.3 | 33.3 | 33.3 | 33.3 | 12.00 | 3.00 |" in md
+    assert "| 10 | 2 | 0.0 | 0.0 | 0.0 | 0.0 | - | - |" in md
     assert "**mean**" in md and "median 25.0 ms" in md
     rows = list(csv.DictReader((tmp_path / "out" / "per_frame.csv").open()))
     assert [(r["scene_id"], r["im_id"], r["obj_id"]) for r in rows] == [

@@ -66,7 +66,10 @@ __all__ = [
 ]
 
 #: The per-object keys of metrics.json besides ``n`` (and the keys of its "mean" block).
-REQUIRED_METRIC_KEYS = ("add_0.1d", "adds_0.1d", "prj_5", "rot_err_deg_median", "trans_err_cm_median")
+#: ``add(-s)_0.1d`` is the usual headline (LineMOD's convention, the one issue goals are stated in):
+#: ADD-S for objects with a symmetry in their models_info, ADD for the others.
+REQUIRED_METRIC_KEYS = ("add_0.1d", "adds_0.1d", "add(-s)_0.1d", "prj_5", "rot_err_deg_median",
+                        "trans_err_cm_median")
 
 
 @dataclass(kw_only=True, eq=False)  # eq on numpy fields would raise, not compare
@@ -104,6 +107,7 @@ class InstanceResult:
     latency_ms: float | None = None
     partial: str | None = None
     image_width: int | None = None  # pixels
+    symmetric: bool = False  # the object has a symmetry: add(-s) scores it with ADD-S
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def score_instance(
     common: dict[str, Any] = {
         "scene_id": int(scene_id), "im_id": int(im_id), "obj_id": str(obj_id), "R_gt": R_gt, "t_gt": t_gt,
         "diameter": diameter, "latency_ms": None if latency_ms is None else float(latency_ms),
-        "partial": partial, "image_width": width}
+        "partial": partial, "image_width": width, "symmetric": len(sym[0]) > 1}
     if R_est is None:
         return InstanceResult(found=False, R_est=None, t_est=None, score=0.0, add=MISSING, adds=MISSING,
                               prj=MISSING, rot_err_deg=MISSING, trans_err_cm=MISSING, mssd=MISSING,
@@ -271,6 +275,8 @@ def _object_metrics(res: list[InstanceResult]) -> dict[str, Any]:
         "n": len(res),
         "add_0.1d": recall_at_diameter([r.add for r in res], np.array([r.diameter for r in res]), 0.1),
         "adds_0.1d": recall_at_diameter([r.adds for r in res], np.array([r.diameter for r in res]), 0.1),
+        "add(-s)_0.1d": recall_at_diameter([r.adds if r.symmetric else r.add for r in res],
+                                           np.array([r.diameter for r in res]), 0.1),
         "prj_5": projection_recall([r.prj for r in res], 5.0),
         "rot_err_deg_median": _median_found([r.rot_err_deg for r in found]),
         "trans_err_cm_median": _median_found([r.trans_err_cm for r in found]),
@@ -341,7 +347,7 @@ def summarize(results: Sequence[InstanceResult], mode: str, dataset: str,
     Shape (the required keys, exactly)::
 
         {"mode", "dataset", "n_frames",
-         "objects": {"<id>": {"n", "add_0.1d", "adds_0.1d", "prj_5", "rot_err_deg_median",
+         "objects": {"<id>": {"n", "add_0.1d", "adds_0.1d", "add(-s)_0.1d", "prj_5", "rot_err_deg_median",
                               "trans_err_cm_median"}},
          "mean": {the same keys without "n"},
          "latency_ms": {"median", "p90"},
@@ -410,7 +416,7 @@ def summarize(results: Sequence[InstanceResult], mode: str, dataset: str,
 # report files
 # --------------------------------------------------------------------------------------------
 
-_COLUMNS = (("add_0.1d", "ADD-0.1d"), ("adds_0.1d", "ADD-S-0.1d"), ("prj_5", "Prj-5"),
+_COLUMNS = (("add_0.1d", "ADD-0.1d"), ("adds_0.1d", "ADD-S-0.1d"), ("add(-s)_0.1d", "ADD(-S)-0.1d"), ("prj_5", "Prj-5"),
             ("rot_err_deg_median", "rot med (deg)"), ("trans_err_cm_median", "trans med (cm)"))
 
 
@@ -486,7 +492,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
 
 _CSV_FIELDS = ("scene_id", "im_id", "obj_id", "found", "score", "add_m", "adds_m", "prj_px",
                "rot_err_deg", "trans_err_cm", "mssd_m", "mspd_px", "vsd", "diameter_m", "image_width",
-               "latency_ms", "partial", "R_est", "t_est", "R_gt", "t_gt")
+               "latency_ms", "partial", "R_est", "t_est", "R_gt", "t_gt", "symmetric")
 
 
 def _cell(x: Any) -> str:
@@ -512,7 +518,7 @@ def _csv(results: Sequence[InstanceResult]) -> str:
         w.writerow([_cell(v) for v in (
             r.scene_id, r.im_id, r.obj_id, r.found, r.score, r.add, r.adds, r.prj, r.rot_err_deg,
             r.trans_err_cm, r.mssd, r.mspd, r.vsd, r.diameter, r.image_width, r.latency_ms, r.partial,
-            r.R_est, r.t_est, r.R_gt, r.t_gt)])
+            r.R_est, r.t_est, r.R_gt, r.t_gt, r.symmetric)])
     return buf.getvalue()
 
 

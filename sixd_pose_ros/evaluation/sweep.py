@@ -19,6 +19,7 @@ from sixd_pose_ros.evaluation.eval_run import EvalOptions, run_eval
 def _cell(summary: dict) -> dict:
     mean = summary["mean"]
     return {"add_0.1d": mean["add_0.1d"], "prj_5": mean["prj_5"], "adds_0.1d": mean["adds_0.1d"],
+            "add(-s)_0.1d": mean["add(-s)_0.1d"],
             "rot_err_deg_median": mean["rot_err_deg_median"], "n_frames": summary["n_frames"],
             "latency_ms_median": summary["latency_ms"]["median"]}
 
@@ -54,16 +55,18 @@ def format_tables(result: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
     lines = [f"# Model-free held-out tables: {result['dataset']} (depth: {result['use_depth']})", "",
-             "| references | ADD-0.1d | Prj-5 | ADD-S-0.1d | rot med (deg) | latency ms |", "|---:|---:|---:|---:|---:|---:|"]
+             "| references | ADD-0.1d | Prj-5 | ADD-S-0.1d | ADD(-S)-0.1d | rot med (deg) | latency ms |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for n, c in result["references"].items():
         rot = "-" if c["rot_err_deg_median"] is None else f"{c['rot_err_deg_median']:.1f}"
-        lines.append(f"| {n} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | {rot} | "
-                     f"{c['latency_ms_median']:.0f} |")
+        lines.append(f"| {n} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | "
+                     f"{pct(c.get('add(-s)_0.1d'))} | {rot} | {c['latency_ms_median']:.0f} |")
     it = result["refinement_iterations"]
-    lines += ["", f"| refinement iterations ({it['refs']} refs) | ADD-0.1d | Prj-5 | ADD-S-0.1d | rot med (deg) |",
-              "|---:|---:|---:|---:|---:|"]
+    lines += ["", f"| refinement iterations ({it['refs']} refs) | ADD-0.1d | Prj-5 | ADD-S-0.1d | ADD(-S)-0.1d "
+              "| rot med (deg) |", "|---:|---:|---:|---:|---:|---:|"]
     for k, c in it["cells"].items():
         rot = "-" if c["rot_err_deg_median"] is None else f"{c['rot_err_deg_median']:.1f}"
         label = "selector only" if k == "0" else f"+{k}"
-        lines.append(f"| {label} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | {rot} |")
+        lines.append(f"| {label} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | "
+                     f"{pct(c.get('add(-s)_0.1d'))} | {rot} |")
     return "\n".join(lines) + "\n"
