@@ -15,7 +15,7 @@ from sixd_pose_ros.objects.model_free_database import (
     load_model_free_database,
 )
 from sixd_pose_ros.objects.reconstruction import ReconstructionError, fuse_depth_views
-from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
+from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth, rank_by_depth
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.types import Frame
 
@@ -97,6 +97,10 @@ def test_depth_ranking_picks_the_true_pose_among_wrong_ones(views):
         assert _add(views.mesh, final.R, final.t, R_true, t_true) < min(
             0.1 * diameter, 0.75 * _add(views.mesh, chosen.R, chosen.t, R_true, t_true))
         assert final.agreement > 0.8
+        ranked = rank_by_depth(surface, hyps, frame, None, align_top=16, similarity_power=0.0,
+                               tolerance=(0.02, 0.02))
+        assert len(ranked) == 4 and ranked[0].hypothesis is chosen  # all of them, best first
+        assert [r.rank for r in ranked] == sorted((r.rank for r in ranked), reverse=True)
 
 
 def _add(mesh, R, t, R_true, t_true):

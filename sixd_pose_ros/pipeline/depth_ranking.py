@@ -71,31 +71,49 @@ class Hypothesis:
     place_similarity: float  # the place's best: how much the crop there looks like the object
 
 
-def choose_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
-                    segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
-                    tolerance: tuple[float, float]) -> tuple[Hypothesis, DepthAlignment]:
-    """The hypothesis the depth supports best, with its quick alignment (the caller aligns the
-    winner fully, after any refinement).
+@dataclass
+class Ranked:
+    """One hypothesis after its quick alignment, with the rank that orders it."""
+
+    rank: float
+    hypothesis: Hypothesis
+    aligned: DepthAlignment
+
+
+def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
+                  segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
+                  tolerance: tuple[float, float]) -> list[Ranked]:
+    """Every hypothesis that reached alignment, best first (ties keep the input order).
 
     Beyond ``align_top`` hypotheses, a batched projective fit x place_similarity**power keeps the
     best ``align_top`` (0 = align them all). Each is then ranked by agreement x
     place_similarity**power x max(0.05, explained): *explained* is the fraction of the segment
     under the object that the posed model accounts for (without it a small object lying on a big
     one wins); floored, so that without a segment (no table found, flat or tiny objects)
-    agreement still orders them.
+    agreement still orders them. The whole list, not only the winner, is what
+    scripts/hypothesis_oracle.py inspects (is the right pose among them at all?).
     """
     if model.search is not None and 0 < align_top < len(hypotheses):
         fit = model.search.fit(np.stack([h.R for h in hypotheses]), np.stack([h.t for h in hypotheses]),
                                frame.depth, frame.K, model.diameter)
         pre = fit * np.maximum([h.place_similarity for h in hypotheses], 0.0) ** similarity_power
         hypotheses = [hypotheses[i] for i in np.argsort(-pre, kind="stable")[:align_top]]
-    best = None
+    ranked = []
     for hyp in hypotheses:
         aligned = model.align(frame, hyp.R, hyp.t, tolerance, quick=True)
         rank = aligned.agreement * max(hyp.place_similarity, 0.0) ** similarity_power
         if segmentation is not None and aligned.agreement > 0:
             rank *= max(0.05, segment_explained(segmentation, model.tree, aligned.R, aligned.t, frame.K,
                                                 model.diameter, center=model.center))
-        if best is None or rank > best[0]:
-            best = (rank, hyp, aligned)
-    return best[1], best[2]
+        ranked.append(Ranked(float(rank), hyp, aligned))
+    return sorted(ranked, key=lambda r: -r.rank)  # stable: the first of equal ranks wins
+
+
+def choose_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
+                    segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
+                    tolerance: tuple[float, float]) -> tuple[Hypothesis, DepthAlignment]:
+    """The hypothesis the depth supports best (see :func:`rank_by_depth`), with its quick
+    alignment; the caller aligns the winner fully, after any refinement."""
+    best = rank_by_depth(model, hypotheses, frame, segmentation, align_top=align_top,
+                         similarity_power=similarity_power, tolerance=tolerance)[0]
+    return best.hypothesis, best.aligned
