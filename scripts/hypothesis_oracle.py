@@ -27,6 +27,7 @@ from pathlib import Path
 
 import sixd_pose_ros.pipeline.known_model as known_model
 from sixd_pose_ros.evaluation.eval_run import EvalOptions, object_name, prepare_objects
+from sixd_pose_ros.evaluation.metrics import has_symmetry
 from sixd_pose_ros.evaluation.sources import read_unit, resolve_dataset
 from sixd_pose_ros.geometry.pose_errors import add_error, adds_error
 from sixd_pose_ros.pipeline.depth_ranking import rank_by_depth
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
                 pose = poses.get(obj.db.name)
                 records.append({
                     "scene_id": unit.scene_id, "im_id": int(scene_frame.im_id or 0), "obj_id": int(gt.obj_id),
-                    "symmetric": bool(model.symmetries is not None and len(model.symmetries[0]) > 1),
+                    "symmetric": has_symmetry(model.symmetries),
                     "final": None if pose is None else errors(pose.R, pose.t),
                     "ranked": [{"rank": r.rank, "errors": errors(r.aligned.R, r.aligned.t)}
                                for r in log.get(id(obj.surface), [])]})

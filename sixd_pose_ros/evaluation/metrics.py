@@ -50,6 +50,7 @@ __all__ = [
     "ar_mssd",
     "ar_vsd",
     "as_symmetry_transforms",
+    "has_symmetry",
     "bop_average_recall",
     "depth_to_distance",
     "mspd_error",
@@ -169,6 +170,11 @@ def ap_auc(errors: Iterable[float] | np.ndarray, thresholds: Sequence[float] | n
 # --------------------------------------------------------------------------------------------
 # symmetries
 # --------------------------------------------------------------------------------------------
+
+
+def has_symmetry(symmetries: Any = None) -> bool:
+    """Whether the object has a symmetry besides the identity: ADD(-S) scores it with ADD-S."""
+    return len(as_symmetry_transforms(symmetries)[0]) > 1
 
 
 def as_symmetry_transforms(symmetries: Any = None) -> tuple[np.ndarray, np.ndarray]:

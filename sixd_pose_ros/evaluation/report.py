@@ -42,6 +42,7 @@ from sixd_pose_ros.evaluation.metrics import (
     ar_mssd,
     ar_vsd,
     as_symmetry_transforms,
+    has_symmetry,
     mspd_error,
     mssd_error,
     projection_recall,
@@ -211,7 +212,7 @@ def score_instance(
     common: dict[str, Any] = {
         "scene_id": int(scene_id), "im_id": int(im_id), "obj_id": str(obj_id), "R_gt": R_gt, "t_gt": t_gt,
         "diameter": diameter, "latency_ms": None if latency_ms is None else float(latency_ms),
-        "partial": partial, "image_width": width, "symmetric": len(sym[0]) > 1}
+        "partial": partial, "image_width": width, "symmetric": has_symmetry(sym)}
     if R_est is None:
         return InstanceResult(found=False, R_est=None, t_est=None, score=0.0, add=MISSING, adds=MISSING,
                               prj=MISSING, rot_err_deg=MISSING, trans_err_cm=MISSING, mssd=MISSING,
@@ -416,7 +417,8 @@ def summarize(results: Sequence[InstanceResult], mode: str, dataset: str,
 # report files
 # --------------------------------------------------------------------------------------------
 
-_COLUMNS = (("add_0.1d", "ADD-0.1d"), ("adds_0.1d", "ADD-S-0.1d"), ("add(-s)_0.1d", "ADD(-S)-0.1d"), ("prj_5", "Prj-5"),
+_COLUMNS = (("add_0.1d", "ADD-0.1d"), ("adds_0.1d", "ADD-S-0.1d"), ("add(-s)_0.1d", "ADD(-S)-0.1d"),
+            ("prj_5", "Prj-5"),
             ("rot_err_deg_median", "rot med (deg)"), ("trans_err_cm_median", "trans med (cm)"))
 
 

@@ -60,7 +60,7 @@ def format_tables(result: dict) -> str:
     for n, c in result["references"].items():
         rot = "-" if c["rot_err_deg_median"] is None else f"{c['rot_err_deg_median']:.1f}"
         lines.append(f"| {n} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | "
-                     f"{pct(c.get('add(-s)_0.1d'))} | {rot} | {c['latency_ms_median']:.0f} |")
+                     f"{pct(c['add(-s)_0.1d'])} | {rot} | {c['latency_ms_median']:.0f} |")
     it = result["refinement_iterations"]
     lines += ["", f"| refinement iterations ({it['refs']} refs) | ADD-0.1d | Prj-5 | ADD-S-0.1d | ADD(-S)-0.1d "
               "| rot med (deg) |", "|---:|---:|---:|---:|---:|---:|"]
@@ -68,5 +68,5 @@ def format_tables(result: dict) -> str:
         rot = "-" if c["rot_err_deg_median"] is None else f"{c['rot_err_deg_median']:.1f}"
         label = "selector only" if k == "0" else f"+{k}"
         lines.append(f"| {label} | {pct(c['add_0.1d'])} | {pct(c['prj_5'])} | {pct(c['adds_0.1d'])} | "
-                     f"{pct(c.get('add(-s)_0.1d'))} | {rot} |")
+                     f"{pct(c['add(-s)_0.1d'])} | {rot} |")
     return "\n".join(lines) + "\n"

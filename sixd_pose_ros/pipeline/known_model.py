@@ -329,10 +329,17 @@ class KnownModelEstimator:
                           metric=True, stage_ms=dict(timings), health=health)
 
     def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
-        norm = obj.db.references.normalization
-        R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
-                                     *norm.pose_to_normalized(R, t), self.config.refine_iterations)
-        return norm.pose_to_metric(R_n, t_n)
+        refs = obj.db.references
+        return refine_metric(self._refiner, refs, obj.refiner_feats, refs.normalization, frame, R, t,
+                             self.config.refine_iterations)
+
+
+def refine_metric(refiner, refs, ref_feats: torch.Tensor, norm, frame: Frame, R: np.ndarray, t: np.ndarray,
+                  iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`refine_normalized` on a metric pose: into the references' normalized frame
+    (``norm``) and back. Shared by the known-model and model-free estimators."""
+    R_n, t_n = refine_normalized(refiner, refs, ref_feats, frame, *norm.pose_to_normalized(R, t), iterations)
+    return norm.pose_to_metric(R_n, t_n)
 
 
 def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n: np.ndarray, t_n: np.ndarray,

@@ -44,7 +44,7 @@ from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_propos
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detector_outputs, heat_near, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
-from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_normalized
+from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_metric, refine_normalized
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
@@ -197,9 +197,8 @@ class ModelFreeEstimator:
         cfg, norm = self.config, obj.db.normalization
         if self._refiner is None or cfg.refine_iterations <= 0:
             return R, t
-        R_n, t_n = refine_normalized(self._refiner, obj.db.references, obj.refiner_feats, frame,
-                                     *norm.pose_to_normalized(R, t), cfg.refine_iterations)
-        return norm.pose_to_metric(R_n, t_n)
+        return refine_metric(self._refiner, obj.db.references, obj.refiner_feats, norm, frame, R, t,
+                             cfg.refine_iterations)
 
     def _estimate_one(self, frame: Frame, pyramid, obj: _Object, timings: dict,
                       segmentation=None) -> ObjectPose | None:
