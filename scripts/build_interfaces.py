@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Build ROS 2 interface packages (e.g. tf2_msgs) into a venv prefix with the pip rosidl toolchain.
+"""Build ROS 2 interface packages (tf2_msgs, vision_msgs) into a venv prefix with the pip rosidl toolchain.
 
-The ROS 2 Jazzy wheels on PyPI ship rclpy and the common message packages but not tf2_msgs;
-its definition is one line, so we generate and compile it here (cmake + make, ~10 s).
+The ROS 2 Jazzy wheels on PyPI ship rclpy and the common message packages but not tf2_msgs or
+vision_msgs; their definitions are short (tools/interfaces/), so we generate and compile them here
+(cmake + make, ~10 s each).
 
 Two repairs make the wheels' exported cmake targets usable from another interpreter: they name
 the wheel builder's Python include dir and numpy include dir (under /opt/python/cp311-cp311),

@@ -4,10 +4,12 @@
 #   scripts/setup.sh            (what `make setup` runs)
 #
 # - With ROS 2 Jazzy sourced (ROS_DISTRO set, rclpy importable): the venv sees the system's
-#   site-packages, so rclpy, tf2_msgs, tf2_ros, cv_bridge, message_filters come from apt.
+#   site-packages, so rclpy, tf2_msgs, tf2_ros, cv_bridge, message_filters, vision_msgs come
+#   from apt (rosdep install --from-paths . installs them).
 # - Without ROS: real ROS 2 Jazzy from PyPI wheels (rclpy over Fast DDS and the message
-#   packages), and tf2_msgs built from its message definition with the pip rosidl toolchain,
-#   because no registry reachable here ships it.
+#   packages), and tf2_msgs and vision_msgs (its 3D detection messages) built from their
+#   message definitions in tools/interfaces/ with the pip rosidl toolchain, because no
+#   registry reachable here ships them.
 # Then torch 2.13.0 (CPU), the Python dependencies and the package itself (editable).
 #
 # Idempotent: a stamp keyed by the hash of every input file makes a second run a quick check.
@@ -44,8 +46,12 @@ ros_from_system() {
 }
 
 venv_healthy() {
-  "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
-import rclpy, tf2_msgs.msg, geometry_msgs.msg, torch, numba, sixd_pose_ros
+  # vision_msgs is required where setup builds it (no ROS sourced); from apt it is optional:
+  # without it the node runs with ~/detections off and says so.
+  local extra=""
+  ros_from_system || extra=", vision_msgs.msg"
+  "$VENV/bin/python" - <<EOF >/dev/null 2>&1
+import rclpy, tf2_msgs.msg, geometry_msgs.msg, torch, numba, sixd_pose_ros$extra
 EOF
 }
 
@@ -90,7 +96,7 @@ pip_install() {
 if ! ros_from_system; then
   log "installing ROS 2 Jazzy from PyPI wheels (rclpy, Fast DDS, messages)"
   pip_install "${ROS_RUNTIME[@]}" "${ROSIDL_TOOLCHAIN[@]}"
-  log "building interface packages the wheels lack (tf2_msgs)"
+  log "building interface packages the wheels lack (tf2_msgs, vision_msgs)"
   "$VENV/bin/python" "$ROOT/scripts/build_interfaces.py" --prefix "$VENV" "$ROOT"/tools/interfaces/*/
 fi
 
@@ -100,6 +106,10 @@ pip_install --no-deps "pyrender==0.1.45" "freetype-py" "pyglet<2" "six"
 log "installing sixd_pose_ros (editable)"
 pip_install --no-deps --no-build-isolation -e "$ROOT"
 
-venv_healthy || die "the environment did not come up; run '$VENV/bin/python -c \"import rclpy, tf2_msgs.msg, torch\"' to see why"
+venv_healthy || die "the environment did not come up; run '$VENV/bin/python -c \"import rclpy, tf2_msgs.msg, vision_msgs.msg, torch\"' to see why"
+if ros_from_system && ! "$VENV/bin/python" -c "import vision_msgs.msg" >/dev/null 2>&1; then
+  log "warning: vision_msgs is not installed: 'sudo apt-get install ros-$ROS_DISTRO-vision-msgs' (or rosdep" \
+      "install --from-paths .) for ~/detections; the node runs without it"
+fi
 echo "$HASH" > "$STAMP"
 log "done: activate with 'source $VENV/bin/activate' (or use 'make ...')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -30,6 +31,18 @@ def torch_single_thread():
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
+
+
+def wait_until(predicate, timeout, what="condition"):
+    """Poll ``predicate`` every 20 ms until it returns something truthy, and return that; an
+    AssertionError naming ``what`` after ``timeout`` seconds (DDS tests wait for messages so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def has_cuda() -> bool:

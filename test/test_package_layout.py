@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What a robot needs at run time besides Python: declared so rosdep installs it.
 REQUIRED_EXEC_DEPENDS = {
     "rclpy", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs", "visualization_msgs",
-    "diagnostic_msgs", "tf2_ros", "tf2_msgs", "message_filters", "cv_bridge", "tf_transformations",
+    "diagnostic_msgs", "vision_msgs", "tf2_ros_py", "tf2_msgs", "message_filters", "cv_bridge",
     "python3-numpy", "python3-opencv", "python3-scipy",
 }
 

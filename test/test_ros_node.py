@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import torch_single_thread
+from conftest import torch_single_thread, wait_until
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 torch = pytest.importorskip("torch")
@@ -116,15 +116,7 @@ class Harness:
         self.probe.destroy_node()
         rclpy.shutdown(context=self.ctx)
 
-    @staticmethod
-    def wait(predicate, timeout, what="condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    wait = staticmethod(wait_until)
 
     def wait_idle(self, timeout=20.0):
         worker = self.node._worker

@@ -136,6 +136,9 @@ class SixdPoseNode(_BaseNode):
         self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s: mode {p.mode}, objects {names}, "
                                f"TF via {self.outputs.tf_backend}, images via "
                                f"{'cv_bridge' if uses_cv_bridge() else 'numpy'}")
+        if self.outputs.detections is None:
+            self.get_logger().warning(f"~/detections is {self.outputs.detections_backend}; poses and TF are "
+                                      f"published as usual")
         return SUCCESS
 
     def _configure_tracking(self) -> None:
@@ -347,6 +350,7 @@ class SixdPoseNode(_BaseNode):
             "sync_time_jumps": sync.stats.time_jumps if sync else 0,
             "sync_dropped": sync.dropped if sync else 0,
             "tf_backend": self.outputs.tf_backend if self.outputs else "",
+            "detections_backend": self.outputs.detections_backend if self.outputs else "",
             "image_conversion": "cv_bridge" if uses_cv_bridge() else "numpy",
         }
         period = self.params.diagnostics_period if self.params else 1.0

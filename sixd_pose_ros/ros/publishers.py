@@ -1,8 +1,13 @@
-"""Everything the node publishes per frame: PoseStamped per object, TF, markers, debug image.
+"""Everything the node publishes per frame: Detection3DArray, PoseStamped per object, TF, markers,
+debug image.
 
 Message builders are plain functions (tested without DDS); :class:`OutputPublishers` owns the
-publishers. Every output carries the header of the colour image it came from. An object not
-found in a frame gets no pose and no TF, and its marker is deleted: nothing stale is shown.
+publishers. Every output carries the header of the colour image it came from. ``~/detections``
+goes out on every processed frame, empty when nothing was found; an object not found in a frame
+gets no pose and no TF, and its marker is deleted: nothing stale is shown.
+vision_msgs comes from apt on a robot (ros-jazzy-vision-msgs) and is built from its message
+definitions by scripts/setup.sh elsewhere; where it is missing, ``~/detections`` is off and
+``detections_backend`` says why.
 TF goes through tf2_ros.TransformBroadcaster when it is importable, else straight to /tf as a
 TFMessage with the broadcaster's QoS (reliable, volatile, depth 100).
 """
@@ -23,7 +28,18 @@ from sixd_pose_ros.ros.estimator_loader import ObjectInfo
 from sixd_pose_ros.ros.image_conversion import array_to_image
 from sixd_pose_ros.ros.overlay import draw_overlay, object_color
 
-__all__ = ["pose_msg", "transform_msg", "marker_array", "marker_alpha", "OutputPublishers", "TF_QOS"]
+try:
+    from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+
+    HAS_VISION_MSGS = True
+except ImportError:  # not on any pip registry; scripts/setup.sh builds it, apt has it
+    HAS_VISION_MSGS = False
+
+__all__ = ["pose_msg", "transform_msg", "marker_array", "marker_alpha", "detection_array", "object_box",
+           "OutputPublishers", "TF_QOS", "HAS_VISION_MSGS"]
+
+# The box of an object the estimator reports but did not announce at configure (no ObjectInfo).
+_DEFAULT_HALF_SIZE = 0.05
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                     history=HistoryPolicy.KEEP_LAST)
@@ -50,6 +66,51 @@ def transform_msg(pose: ObjectPose, header: Header, child_frame_id: str) -> Tran
     r.x, r.y, r.z, r.w = (float(v) for v in q)
     tr = msg.transform.translation
     tr.x, tr.y, tr.z = (float(v) for v in np.asarray(pose.t, dtype=np.float64))
+    return msg
+
+
+def object_box(info: ObjectInfo | None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) corners of the object's axis-aligned box in its own frame (m): the mesh's extent
+    (known model), the fused surface's or the reference sphere's box (model free); a 10 cm cube
+    for an object without ObjectInfo."""
+    if info is None:
+        return np.full(3, -_DEFAULT_HALF_SIZE), np.full(3, _DEFAULT_HALF_SIZE)
+    return np.asarray(info.bbox_min, dtype=np.float64), np.asarray(info.bbox_max, dtype=np.float64)
+
+
+def _box_size(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(max(v, 1e-3)) for v in (hi - lo))
+
+
+def detection_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], header: Header):
+    """vision_msgs/Detection3DArray of one frame: one Detection3D per found instance, none when
+    nothing was found.
+
+    Per detection: ``results[0]`` has class_id = object name, the score and the object's pose
+    (object -> camera; covariance zero, i.e. not estimated); ``bbox`` is the object's box from
+    :func:`object_box` placed by the pose (its centre is the pose when the mesh is centred on its
+    origin, as BOP meshes are); ``id`` is the object name (``name/k`` when the name is found more
+    than once in the frame), stable across frames for one object.
+    """
+    msg = Detection3DArray(header=header)
+    by_name = {i.name: i for i in infos}
+    counts: dict[str, int] = {}
+    for pose in poses:
+        counts[pose.name] = counts.get(pose.name, 0) + 1
+    seen: dict[str, int] = {}
+    for pose in poses:
+        R, t = np.asarray(pose.R, dtype=np.float64), np.asarray(pose.t, dtype=np.float64)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = pose.name
+        hyp.hypothesis.score = float(pose.score)
+        _fill_pose(hyp.pose.pose, R, t)
+        det = Detection3D(header=header, results=[hyp])
+        lo, hi = object_box(by_name.get(pose.name))
+        _fill_pose(det.bbox.center, R, R @ ((lo + hi) / 2) + t)
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = _box_size(lo, hi)
+        k = seen[pose.name] = seen.get(pose.name, -1) + 1
+        det.id = pose.name if counts[pose.name] == 1 else f"{pose.name}/{k}"
+        msg.detections.append(det)
     return msg
 
 
@@ -86,9 +147,9 @@ def marker_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], heade
             body.scale.x = body.scale.y = body.scale.z = 1.0
             _fill_pose(body.pose, R, t)
         else:
-            lo, hi = (info.bbox_min, info.bbox_max) if info is not None else (np.full(3, -0.05), np.full(3, 0.05))
+            lo, hi = object_box(info)
             body.type = Marker.CUBE
-            body.scale.x, body.scale.y, body.scale.z = (float(max(v, 1e-3)) for v in (hi - lo))
+            body.scale.x, body.scale.y, body.scale.z = _box_size(lo, hi)
             _fill_pose(body.pose, R, R @ ((lo + hi) / 2) + t)
         size = info.diameter if info is not None else 0.1
         label.action = Marker.ADD
@@ -122,6 +183,11 @@ class OutputPublishers:
                 self._tf_pub = node.create_publisher(TFMessage, "/tf", TF_QOS)
                 self._tf_msg = TFMessage
                 self.tf_backend = "tf2_msgs"
+        self.detections = None
+        self.detections_backend = "off: vision_msgs is not installed (sudo apt-get install ros-jazzy-vision-msgs)"
+        if HAS_VISION_MSGS:
+            self.detections = node.create_publisher(Detection3DArray, "~/detections", qos)
+            self.detections_backend = "vision_msgs"
         self.markers = node.create_publisher(MarkerArray, "~/markers", qos) if publish_markers else None
         self.debug_image = node.create_publisher(Image, "~/debug_image", qos) if publish_debug_image else None
         self._axis = {i.name: 0.5 * i.diameter for i in self.infos}
@@ -131,6 +197,8 @@ class OutputPublishers:
 
     def publish(self, poses: Sequence[ObjectPose], header: Header, rgb: np.ndarray | None = None,
                 K: np.ndarray | None = None) -> None:
+        if self.detections is not None:  # every frame, empty when nothing was found
+            self.detections.publish(detection_array(poses, self.infos, header))
         for pose in poses:
             pub = self.poses.get(pose.name)
             if pub is None:  # an object the estimator reports that was not announced at configure
@@ -150,10 +218,10 @@ class OutputPublishers:
 
     def destroy(self) -> None:
         broadcaster_pub = getattr(self._tf_broadcaster, "pub_tf", None)
-        pubs = list(self.poses.values()) + [p for p in (self.markers, self.debug_image, self._tf_pub,
-                                                        broadcaster_pub) if p]
+        pubs = list(self.poses.values()) + [p for p in (self.detections, self.markers, self.debug_image,
+                                                        self._tf_pub, broadcaster_pub) if p]
         for pub in pubs:
             self.node.destroy_publisher(pub)
         self.poses.clear()
-        self.markers = self.debug_image = self._tf_pub = None
+        self.detections = self.markers = self.debug_image = self._tf_pub = None
         self._tf_broadcaster = None
