@@ -32,6 +32,7 @@ import numpy as np
 import trimesh
 
 from sixd_pose_ros.datasets.atomic import AtomicOutputDir, atomic_output_dir
+from sixd_pose_ros.datasets.gt_entries import BadGroundTruthError, parse_gt_entry
 from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.errors import DatasetError, OutputError
 
@@ -554,23 +555,35 @@ def _read_mask(path: Path) -> np.ndarray | None:
 
 
 def _instances_from_gt(
-    gts: Sequence[Mapping[str, Any]], scene_dir: Path | None, name: str
+    gts: Sequence[Mapping[str, Any]],
+    scene_dir: Path | None,
+    name: str,
+    *,
+    im_id: int | None = None,
+    problems: list[tuple[int | None, str]] | None = None,
 ) -> list[GTInstance]:
+    """The usable instances of one frame's ground truth (rotations re-orthonormalized).
+
+    A bad entry raises :class:`BadGroundTruthError`, or with ``problems`` (evaluation's
+    tolerant mode) is skipped and listed: one bad instance must not abort a run. ``gt_id``
+    (the mask file index) stays the entry's position, skipped entries included.
+    """
+    gt_file = (scene_dir / "scene_gt.json") if scene_dir is not None else Path("scene_gt.json")
     instances = []
     for gt_id, gt in enumerate(gts):
+        try:
+            obj_id, R, t = parse_gt_entry(gt, f"{gt_file}, image {im_id}, instance {gt_id}")
+        except BadGroundTruthError as exc:
+            if problems is None:
+                raise
+            log.warning("%s (instance skipped)", exc)
+            problems.append((im_id, f"{exc} (instance skipped)"))
+            continue
         mask_visib = mask = None
         if scene_dir is not None:
             mask_visib = _read_mask(scene_dir / "mask_visib" / f"{name}_{gt_id:06d}.png")
             mask = _read_mask(scene_dir / "mask" / f"{name}_{gt_id:06d}.png")
-        instances.append(
-            GTInstance(
-                obj_id=int(gt["obj_id"]),
-                R_m2c=np.asarray(gt["cam_R_m2c"], np.float64).reshape(3, 3),
-                t_m2c=np.asarray(gt["cam_t_m2c"], np.float64).reshape(3) / 1000.0,
-                mask_visib=mask_visib,
-                mask=mask,
-            )
-        )
+        instances.append(GTInstance(obj_id=obj_id, R_m2c=R, t_m2c=t, mask_visib=mask_visib, mask=mask))
     return instances
 
 
@@ -587,8 +600,12 @@ def read_bop_scene(
     ``None``. BOP stores no time, so ``stamp_ns = im_id * frame_period_ns``; ``frame_id`` is
     the default camera frame and ``im_id`` is set.
 
-    ``problems``: without it an incomplete scene raises :class:`DatasetError`. With a list,
-    evaluation's tolerant mode: a frame without its colour image is skipped, and it, a frame
+    Ground-truth rotations within 2e-2 of orthonormal (real BOP sets store up to 1e-2) are
+    re-orthonormalized; worse ones are bad entries.
+
+    ``problems``: without it an incomplete scene or a bad ground-truth entry raises
+    :class:`DatasetError`. With a list, evaluation's tolerant mode: a frame without its colour
+    image and a bad ground-truth entry are skipped, and they, a frame
     without a ground-truth entry and a scene without ``scene_gt.json`` are appended as
     ``(im_id or None, message)`` so that results can be marked partial instead of silently
     shrinking.
@@ -620,7 +637,8 @@ def read_bop_scene(
             rgb=rgb,
             depth=depth,
             K=np.asarray(cam["cam_K"], np.float64).reshape(3, 3),
-            instances=_instances_from_gt(gt.get(im_id, []), scene_dir, name),
+            instances=_instances_from_gt(gt.get(im_id, []), scene_dir, name, im_id=im_id,
+                                         problems=problems),
             stamp_ns=im_id * int(frame_period_ns),
             im_id=im_id,
         )
@@ -648,7 +666,7 @@ def read_bop_single_frame(folder: Path | str) -> SceneFrame:
         rgb=rgb,
         depth=depth,
         K=np.asarray(cam["cam_K"], np.float64).reshape(3, 3),
-        instances=_instances_from_gt(gts, None, ""),
+        instances=_instances_from_gt(gts, None, "", im_id=int(key)),
         stamp_ns=0,
         im_id=int(key),
     )

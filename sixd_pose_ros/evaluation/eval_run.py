@@ -25,6 +25,7 @@ import numpy as np
 
 from sixd_pose_ros.datasets.types import SceneFrame
 from sixd_pose_ros.errors import DatasetError, SixdPoseError
+from sixd_pose_ros.evaluation.data_checks import depth_missing_reason, require_ground_truth
 from sixd_pose_ros.evaluation.mesh_units import decide_mesh_unit
 from sixd_pose_ros.evaluation.sources import BagTopics, EvalDataset, EvalUnit, read_unit, resolve_dataset
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
@@ -87,6 +88,7 @@ class UnitResult:
     problems: list[tuple[int | None, str]]
     n_frames: int
     overlays: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    frames_without_depth: int = 0  # depth was asked for, the frame had none: it ran RGB-only
 
 
 def object_name(obj_id: int) -> str:
@@ -312,7 +314,7 @@ def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectM
     problems: list[tuple[int | None, str]] = []
     overlays: list[tuple[str, np.ndarray]] = []
     excluded = frozenset().union(*(m.excluded for m in models))
-    n = 0
+    n = no_depth = 0
     for frame in read_unit(dataset, unit, problems, options.topics):
         if (unit.scene_id, int(frame.im_id or 0)) in excluded:
             continue  # a reference frame of the model-free protocol: never scored
@@ -321,6 +323,7 @@ def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectM
         n += 1
         instances = [g for g in frame.instances if g.obj_id in by_id]
         inputs = _frame_input(frame, options.use_depth)
+        no_depth += int(options.use_depth and inputs.depth is None)
         for method, estimator in estimators.items():
             t0 = time.perf_counter()
             poses = estimator.estimate(inputs)
@@ -334,7 +337,7 @@ def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectM
             if method == OURS and len(overlays) < options.overlays:
                 overlays.append((f"{unit.scene_id:06d}_{int(frame.im_id or 0):06d}.png",
                                  draw_comparison(frame, poses, models)))
-    return UnitResult(records, latencies, problems, n, overlays)
+    return UnitResult(records, latencies, problems, n, overlays, no_depth)
 
 
 def score_ground_truth(scene_id: int, frame: SceneFrame, gt, model: ObjectModel, R_est, t_est, score: float,
@@ -474,6 +477,12 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
         raise SixdPoseError(f"--mode {options.mode} needs {', '.join(missing)} in {options.weights}: train them "
                             f"with `sixd-pose train {missing[0][:-3]}` (or pass --weights DIR with all of "
                             f"{', '.join(needed)})")
+    # Before any object is built: unusable ground truth fails now, and missing depth is decided.
+    require_ground_truth(dataset, _object_ids(dataset, options.objects))
+    depth_requested, no_depth_reason = options.use_depth, None
+    if options.use_depth and (no_depth_reason := depth_missing_reason(dataset)):
+        log.warning("depth was requested but %s: running RGB-only", no_depth_reason)
+        options = replace(options, use_depth=False)
     t0 = time.perf_counter()
     models = prepare_objects(dataset, options, Path(objects_dir) if objects_dir else out / "objects")
     t_objects = time.perf_counter() - t0
@@ -481,6 +490,13 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
     t_eval = time.perf_counter() - t0 - t_objects
     n_frames = sum(u.n_frames for u in units)
     problems = [(p[0], p[1]) for u in units for p in u.problems]
+    use_depth, depth_problem = _depth_outcome(options.use_depth, n_frames,
+                                              sum(u.frames_without_depth for u in units))
+    no_depth_reason = no_depth_reason or (None if use_depth else depth_problem)
+    if depth_problem is not None:
+        log.warning("depth was requested but %s", depth_problem)
+        if use_depth:
+            problems.append((None, depth_problem))
     methods = list(units[0].records) if units else [OURS]
     summaries = {}
     for method in methods:
@@ -498,7 +514,8 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
             "method": method, "partial_data": bool(problems),
             "seconds": {"objects": round(t_objects, 1), "eval": round(t_eval, 1)},
             "data_problems": [{"im_id": i, "message": m} for i, m in problems],
-            "options": {"use_depth": options.use_depth, "backend": options.backend,
+            "options": {"use_depth": use_depth, "use_depth_requested": depth_requested,
+                        "no_depth_reason": no_depth_reason, "backend": options.backend,
                         "max_frames": options.max_frames, "objects": [m.obj_id for m in models],
                         "mesh_units": {m.name: m.unit for m in models},
                         "hypotheses": list(options.hypotheses) if options.hypotheses else None,
@@ -517,6 +534,19 @@ def run_eval(dataset_path: str | Path, out: str | Path, options: EvalOptions = E
     if len(summaries) > 1:
         _write_comparison(out, summaries)
     return summaries[OURS]
+
+
+def _depth_outcome(use_depth: bool, n_frames: int, frames_without_depth: int) -> tuple[bool, str | None]:
+    """Whether the run used depth, and what to tell about the frames that had none.
+
+    All frames without depth (a bag without a depth topic) is a run without depth, recorded as
+    such; some frames without depth is a depth run on partial data.
+    """
+    if not use_depth or frames_without_depth == 0:
+        return use_depth, None
+    if frames_without_depth >= n_frames:
+        return False, f"none of the {n_frames} frames had a depth image: the run was RGB-only"
+    return True, f"{frames_without_depth} of {n_frames} frames had no depth image and ran RGB-only"
 
 
 def _write_comparison(out: Path, summaries: dict[str, dict]) -> None:

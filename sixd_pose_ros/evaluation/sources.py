@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sixd_pose_ros.datasets.bop import read_bop_models_info, read_bop_scene
+from sixd_pose_ros.datasets.gt_entries import BadGroundTruthError, parse_gt_entry
 from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.errors import DatasetError
 
@@ -125,12 +124,26 @@ def resolve_dataset(path: str | Path, split: str = "test", models: str | Path | 
     return dataset
 
 
-def _bag_gt_by_index(path: Path) -> dict[int, list[GTInstance]]:
-    """A BOP scene_gt.json beside a bag: ``{frame index: instances}`` (masks unknown)."""
+def _bag_gt_by_index(path: Path, problems: list[tuple[int | None, str]]) -> dict[int, list[GTInstance]]:
+    """A BOP scene_gt.json beside a bag: ``{frame index: instances}`` (masks unknown).
+
+    Rotations are re-orthonormalized like a BOP scene's; a bad entry is skipped and listed in
+    ``problems`` rather than aborting the run.
+    """
     raw = json.loads(path.read_text())
-    return {int(k): [GTInstance(obj_id=int(g["obj_id"]), R_m2c=np.reshape(g["cam_R_m2c"], (3, 3)),
-                                t_m2c=np.asarray(g["cam_t_m2c"], float) / 1000.0, mask_visib=None)
-                     for g in v] for k, v in raw.items()}
+    out: dict[int, list[GTInstance]] = {}
+    for key, entries in raw.items():
+        index = int(key)
+        out[index] = []
+        for gt_id, entry in enumerate(entries):
+            try:
+                obj_id, R, t = parse_gt_entry(entry, f"{path}, frame {index}, instance {gt_id}")
+            except BadGroundTruthError as exc:
+                log.warning("%s (instance skipped)", exc)
+                problems.append((index, f"{exc} (instance skipped)"))
+                continue
+            out[index].append(GTInstance(obj_id=obj_id, R_m2c=R, t_m2c=t, mask_visib=None))
+    return out
 
 
 def read_unit(dataset: EvalDataset, unit: EvalUnit, problems: list[tuple[int | None, str]],
@@ -141,7 +154,7 @@ def read_unit(dataset: EvalDataset, unit: EvalUnit, problems: list[tuple[int | N
         return
     from sixd_pose_ros.datasets.rosbag import read_rosbag
 
-    gt = _bag_gt_by_index(dataset.bag_gt) if dataset.bag_gt else None
+    gt = _bag_gt_by_index(dataset.bag_gt, problems) if dataset.bag_gt else None
     frames = read_rosbag(unit.path, topics.namespace, color_topic=topics.color, depth_topic=topics.depth,
                          info_topic=topics.info, tf_topic=topics.tf)
     for index, frame in enumerate(frames):

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.geometry.read_rotation import NotARotationError, checked_rotation
 
 __all__ = [
     "FORMATS",
@@ -324,19 +325,17 @@ def focal_from_exif(path: str | os.PathLike) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _check_rotation(R: np.ndarray, where: str, fix: str) -> np.ndarray:
-    R = np.asarray(R, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(R)):
-        raise PosedImagesError(f"{where}: the rotation has non-finite entries; {fix}")
-    err = float(np.abs(R @ R.T - np.eye(3)).max())
-    if err > 1e-3 or np.linalg.det(R) < 0:
-        what = (f"is not orthonormal (max |R R^T - I| = {err:.3g})" if err > 1e-3
-                else "is a reflection (det -1)")
-        raise PosedImagesError(f"{where}: the rotation {what}, so this is not a camera pose; "
-                               f"{fix}")
-    # Re-orthonormalize the rounding of text files (SVD: the nearest rotation).
-    u, _, vt = np.linalg.svd(R)
-    return u @ vt
+def _check_rotation(R: Any, where: str, fix: str) -> np.ndarray:
+    """The nearest rotation to a pose file's matrix; refuses what rounding cannot explain.
+
+    Real BOP ground truth is off orthonormal by up to 1e-2, so the tolerance is the shared
+    :data:`~sixd_pose_ros.geometry.read_rotation.READ_ROTATION_TOLERANCE`, then SVD repairs it.
+    """
+    try:
+        return checked_rotation(R)
+    except NotARotationError as exc:
+        raise PosedImagesError(f"{where}: the rotation {exc}, so this is not a camera pose; "
+                               f"{fix}") from exc
 
 
 def _check_K(K: np.ndarray, where: str) -> np.ndarray:
@@ -682,7 +681,7 @@ def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedI
         raise PosedImagesError(f"object {obj_id} is not in the BOP scene {folder} (it has "
                                f"{ids}); pass one of those to --obj-id")
     obj_id = int(obj_id)
-    views, skipped, files = [], [], []
+    views, skipped, files, bad = [], [], [], []
     for im_id in sorted(camera):
         hits = [(k, g) for k, g in enumerate(gt.get(im_id, [])) if int(g["obj_id"]) == obj_id]
         if not hits:
@@ -699,8 +698,12 @@ def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedI
         if "cam_K" not in cam:
             raise PosedImagesError(f"{where}: scene_camera.json has no cam_K; add the "
                                    "intrinsics")
-        R = _check_rotation(g["cam_R_m2c"], where, "fix scene_gt.json (cam_R_m2c, row-major)")
-        t = _vector(g["cam_t_m2c"], 3, f"{where} cam_t_m2c") / 1000.0
+        try:
+            R = _check_rotation(g.get("cam_R_m2c"), where, "fix scene_gt.json (cam_R_m2c, row-major)")
+            t = _vector(g.get("cam_t_m2c"), 3, f"{where} cam_t_m2c") / 1000.0
+        except PosedImagesError as exc:
+            bad.append(str(exc))  # real ground truth has the odd broken entry: skip, say so
+            continue
         depth_path = _find_image(folder / "depth", stem)
         mask_path = folder / "mask_visib" / f"{stem}_{gt_id:06d}.png"
         w, h = _image_size(image)
@@ -713,6 +716,11 @@ def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedI
     notes = []
     if skipped:
         notes.append(f"{len(skipped)} frame(s) without object {obj_id} skipped")
+    if bad and not views:
+        raise PosedImagesError(f"no usable ground-truth pose of object {obj_id} in {folder}: "
+                               + "; ".join(bad[:3]))
+    if bad:
+        notes.append(f"{len(bad)} frame(s) with an unusable ground-truth pose skipped: " + "; ".join(bad[:3]))
     hint = ObjectHint(R_o2w=np.eye(3), origin=np.zeros(3), frame_source="bop_ground_truth")
     return PosedImageSet(views=views, format="bop", metric=True, hint=hint, source=folder,
                          pose_file=folder / "scene_gt.json", notes=notes)
