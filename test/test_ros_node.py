@@ -39,6 +39,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from sixd_pose_ros.ros.image_conversion import array_to_image, color_from_msg  # noqa: E402
+from sixd_pose_ros.ros.launch_support import camera_remappings, remap_arguments  # noqa: E402
 from sixd_pose_ros.ros.node import HAS_LIFECYCLE, SUCCESS, SixdPoseNode  # noqa: E402
 from sixd_pose_ros.ros.sync import stamp_ns  # noqa: E402
 
@@ -75,7 +76,8 @@ class Harness:
         self.world = world
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
-        self.node = SixdPoseNode(context=self.ctx, namespace="camera", parameter_overrides=[
+        self.node = SixdPoseNode(context=self.ctx, namespace="camera", cli_args=remap_arguments(
+            camera_remappings("/camera")), parameter_overrides=[
             Parameter("objects", value=[world.db]), Parameter("weights_dir", value=world.weights),
             Parameter("min_score", value=0.0), Parameter("refine_iterations", value=1),
             Parameter("diagnostics_period", value=0.5), Parameter("warn_period", value=1.0)])
@@ -362,15 +364,45 @@ def test_the_executable_starts_with_the_yaml_and_stops_cleanly_on_sigint(h, worl
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, output[-3000:]
-    assert "active: listening to /proc_test/color/image_raw" in output
+    # Unremapped, the inputs are the node's relative names in its namespace.
+    assert "active: listening to /proc_test/image, /proc_test/camera_info, /proc_test/depth" in output
 
 
 
-def test_a_bad_parameter_set_at_runtime_is_refused_with_its_fix(h):
-    result = h.node.set_parameters([Parameter("min_score", value=5.0)])[0]
-    assert not result.successful and "min_score: 5.0 is out of range [0.0, 1.0]" in result.reason
-    result = h.node.set_parameters([Parameter("backend", value="cuda")])[0]
-    assert not result.successful and "backend: 'cuda' is not one of" in result.reason
-    assert h.node.set_parameters([Parameter("max_rate_hz", value=5.0)])[0].successful
-    assert h.node.get_parameter("max_rate_hz").value == 5.0  # takes effect at the next configure
-    h.node.set_parameters([Parameter("max_rate_hz", value=0.0)])
+def test_refused_parameters_keep_the_old_value_and_say_why(h):
+    node = h.node
+    d = node.describe_parameter("min_score")
+    assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == (0.0, 1.0)
+    assert not d.read_only and node.describe_parameter("objects").read_only
+    assert node.describe_parameter("queue_size").integer_range[0].to_value == 1000
+    result = node.set_parameters([Parameter("min_score", value=5.0)])[0]  # outside the descriptor's range
+    assert not result.successful and "min_score out of range" in result.reason
+    result = node.set_parameters([Parameter("min_score", value="high")])[0]  # our validation
+    assert not result.successful and "min_score: 'high' is not a number" in result.reason
+    assert node.get_parameter("min_score").value == 0.0 and node.params.min_score == 0.0
+    for name, value in (("objects", ["/does/not/exist"]), ("queue_size", 10**12), ("backend", "cuda")):
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and f"read-only parameter: {name}" in result.reason
+
+
+def test_thresholds_rates_and_tracking_apply_to_the_next_frame(h):
+    node = h.node
+    h.good_frame_is_processed()
+    try:
+        assert all(r.successful for r in node.set_parameters([
+            Parameter("tracking.enabled", value=False), Parameter("min_score", value=1.0),
+            Parameter("max_rate_hz", value=5.0)]))
+        assert node.estimator.config.min_detection_score == 1.0 and node.estimator.config.tracking.enabled is False
+        assert node._worker.min_interval == pytest.approx(0.2)
+        h.wait_idle()
+        done = node.stats.snapshot()["processed"]
+        stamp = h.send()
+        h.wait(lambda: node.stats.snapshot()["processed"] > done, 20, "the frame to be processed")
+        time.sleep(0.2)
+        assert not [m for m in h.poses if stamp_ns(m) == stamp]  # nothing scores 1.0 with random weights
+    finally:
+        assert all(r.successful for r in node.set_parameters([
+            Parameter("min_score", value=0.0), Parameter("tracking.enabled", value=True),
+            Parameter("max_rate_hz", value=0.0)]))
+    assert node.estimator.config.min_detection_score == 0.0 and node._worker.min_interval == 0.0
+    h.good_frame_is_processed()  # and back: a pose again

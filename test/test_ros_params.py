@@ -35,8 +35,7 @@ def _problems(**values) -> str:
 def test_defaults_with_one_object(db):
     p = validate_params({"objects": [db]})
     assert p.mode == "known_model" and p.objects == (db,) and p.weights_dir == ""
-    assert (p.image_topic, p.depth_topic, p.camera_info_topic) == (
-        "color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
+    assert p.image_transport == "raw" and p.output_frame == "" and p.camera_frame == ""
     assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 0 and p.use_depth
     assert p.depth_proposals == 4 and p.rotation_search == 6
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
@@ -63,8 +62,11 @@ def test_lenient_where_the_meaning_is_clear(db):
     ({"use_depth": "maybe"}, "use_depth: 'maybe' is not a boolean; use use_depth:=true or use_depth:=false"),
     ({"max_rate_hz": -2.0}, "max_rate_hz: -2.0 is out of range"),
     ({"frames.tf_prefix": "/sixd_"}, "frames.tf_prefix: '/sixd_' must be a string without spaces or a leading '/'"),
-    ({"topics.image": "color image"}, "topics.image: 'color image' is not a valid topic name"),
-    ({"topics.depth": ""}, "topics.depth: '' is not a topic name"),
+    ({"image_transport": "theora"}, "image_transport: 'theora' must be raw or compressed"),
+    ({"frames.output_frame": "base link"}, "frames.output_frame: 'base link' must be a frame id without spaces"),
+    ({"queue_size": 10**12}, "queue_size: 1000000000000 must be <= 1000"),
+    ({"min_scor": 0.9}, "min_scor: not a parameter of this node; did you mean min_score?"),
+    ({"topics.image": "color/image_raw"}, "topics.image: removed; camera topics are remapped now: -r image:="),
     ({"tracking.enabled": "yes"}, "tracking.enabled: 'yes' is not a boolean; use tracking.enabled:=true"),
     ({"tracking.min_health": 1.2}, "tracking.min_health: 1.2 is out of range [0.0, 1.0]"),
     ({"tracking.max_lost_frames": 0}, "tracking.max_lost_frames: 0 must be >= 1"),
@@ -133,6 +135,48 @@ def test_declared_on_a_node_wrong_types_reach_validation():
         text = str(pytest.raises(ParameterError, validate_params, values).value)
         assert "slop: 'fast' is not a number" in text and "min_score" not in text
         assert node.describe_parameter("min_score").description.startswith("detections scoring below")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_a_typo_in_the_params_file_fails_configure_naming_the_closest_name(tmp_path, db):
+    from sixd_pose_ros.ros.node import FAILURE, SixdPoseNode
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "min_scor": 0.9, "objects": [db], "topics": {"image": "color/image_raw"}, "use_sim_time": False,
+        "tracking": {"max_lost_frame": 3}}}}))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=["--ros-args", "--params-file", str(params_file)])
+    try:
+        node = SixdPoseNode(context=ctx, estimator_factory=lambda p: pytest.fail("configure went on"))
+        assert node.trigger_configure() == FAILURE
+        text = node.configure_error
+        assert "min_scor: not a parameter of this node; did you mean min_score?" in text
+        assert "tracking.max_lost_frame: not a parameter of this node; did you mean tracking.max_lost_frames?" in text
+        assert "topics.image: removed; camera topics are remapped now: -r image:=" in text
+        assert "use_sim_time" not in text
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_out_of_range_start_values_reach_configure_with_their_fix(db):
+    """A value outside a descriptor's range would make rclpy raise in the constructor; it is
+    declared without the range instead, and configure names the fix."""
+    from sixd_pose_ros.ros.node import FAILURE, SixdPoseNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = SixdPoseNode(context=ctx, estimator_factory=lambda p: pytest.fail("configure went on"),
+                            parameter_overrides=[Parameter("objects", value=[db]), Parameter("queue_size", value=10**12),
+                                                 Parameter("min_score", value=1.5)])
+        assert node.trigger_configure() == FAILURE
+        assert "queue_size: 1000000000000 must be <= 1000" in node.configure_error
+        assert "min_score: 1.5 is out of range [0.0, 1.0]" in node.configure_error
+        assert node.describe_parameter("queue_size").read_only
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

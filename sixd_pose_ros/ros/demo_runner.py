@@ -25,6 +25,7 @@ from sixd_pose_ros.datasets.types import SceneFrame
 from sixd_pose_ros.geometry.pose_errors import add_error, rotation_error_deg, translation_error
 from sixd_pose_ros.geometry.rotations import matrix_from_quat_xyzw
 from sixd_pose_ros.ros.image_conversion import array_to_image, color_from_msg
+from sixd_pose_ros.ros.launch_support import camera_remappings, remap_arguments
 from sixd_pose_ros.ros.node import SixdPoseNode
 from sixd_pose_ros.ros.sync import stamp_ns
 
@@ -42,7 +43,8 @@ def play_and_score(frames: Sequence[SceneFrame], object_dir: str | Path, weights
     """Publish each frame, wait for the node's answer, return accuracy and latency."""
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = SixdPoseNode(context=ctx, namespace="camera", parameter_overrides=[
+    node = SixdPoseNode(context=ctx, namespace="camera", cli_args=remap_arguments(camera_remappings("/camera")),
+                        parameter_overrides=[
         Parameter("objects", value=[str(object_dir)]), Parameter("weights_dir", value=str(weights_dir)),
         Parameter("min_score", value=float(min_score))])
     executor = MultiThreadedExecutor(num_threads=3, context=ctx)

@@ -24,7 +24,7 @@ except Exception:  # noqa: BLE001 - ImportError, or a cv_bridge built against an
     _BRIDGE = None
 
 __all__ = ["ImageEncodingError", "COLOR_ENCODINGS", "DEPTH_ENCODINGS", "color_from_msg", "depth_from_msg",
-           "image_to_array", "array_to_image", "uses_cv_bridge"]
+           "image_to_array", "array_to_image", "image_from_compressed", "uses_cv_bridge"]
 
 # encoding -> (numpy dtype, channels)
 _LAYOUT = {
@@ -98,6 +98,20 @@ def color_from_msg(msg: Image) -> np.ndarray:
     if enc in ("bgr8", "bgra8"):
         return np.ascontiguousarray(px[:, :, 2::-1])
     return np.ascontiguousarray(px[:, :, :3])
+
+
+def image_from_compressed(msg) -> Image:
+    """An rgb8 sensor_msgs/Image (same header) from a sensor_msgs/CompressedImage (JPEG or PNG,
+    what image_transport's compressed plugin publishes)."""
+    import cv2
+
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ImageEncodingError(f"compressed image (format {msg.format!r}, {data.size} bytes) could not be decoded: "
+                                 f"publish JPEG or PNG (image_transport's compressed plugin), or set "
+                                 f"image_transport:=raw and remap image to the raw topic")
+    return array_to_image(np.ascontiguousarray(bgr[:, :, ::-1]), "rgb8", msg.header)
 
 
 def depth_from_msg(msg: Image) -> np.ndarray:

@@ -3,12 +3,15 @@
 Transitions (``ros2 lifecycle set /sixd_pose_node configure`` etc., or ``main()`` doing
 configure + activate itself when ``autostart`` is true):
 
-- configure: read and validate the parameters, load the estimator (weights, object
+- configure: read and validate the parameters (a name the node does not have, e.g. a typo in the
+  params file, fails it naming the closest valid name), load the estimator (weights, object
   databases) and set its tracking (``tracking.*``), create the publishers, ``/diagnostics`` and
   the ``~/reset`` service (which also ends every object's track). A bad
   parameter or a missing file fails the transition with a message naming the fix.
-- activate: subscribe to image, camera_info (and depth when ``use_depth``) with sensor-data
-  QoS, start the approximate-time synchronizer and the worker thread.
+- activate: subscribe to the relative names ``image`` (``image/compressed`` with
+  ``image_transport:=compressed``), ``camera_info`` (and ``depth`` when ``use_depth``) with
+  sensor-data QoS, start the approximate-time synchronizer and the worker thread. The launch
+  files remap those names to the camera's topics (realsense-ros 4.x: ``/camera/camera/...``).
 - deactivate: drop the subscriptions and stop the worker (publishers stay).
 - cleanup / shutdown: also drop the publishers and release the estimator.
 
@@ -18,9 +21,15 @@ dropped. Subscription callbacks only queue and never block. Outputs carry the co
 stamp and frame_id. Bad input (encoding, camera_info, sizes, depth units, stamps, estimator
 exceptions) is logged as a throttled warning naming the fix, counted in /diagnostics, and the
 node keeps going with the next frame.
+
+Parameters: thresholds, rates, tracking and frame settings (params.LIVE) apply to the next frame
+when set on a running node; a refused value keeps the old one and the reply says why; the others
+are read-only. ``frames.output_frame`` publishes poses and detections in another frame (e.g.
+base_link) through TF at the image stamp.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import re
 import time
@@ -31,8 +40,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
@@ -41,11 +50,12 @@ from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
 from sixd_pose_ros.ros.estimator_loader import load_estimator
 from sixd_pose_ros.ros.frames import frame_from_msgs
-from sixd_pose_ros.ros.image_conversion import ImageEncodingError, uses_cv_bridge
-from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, read_parameters, \
-    validate_params
-from sixd_pose_ros.ros.publishers import OutputPublishers
+from sixd_pose_ros.ros.image_conversion import ImageEncodingError, image_from_compressed, uses_cv_bridge
+from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, live_fields, \
+    read_parameters, unknown_parameter_problems, validate_params
+from sixd_pose_ros.ros.publishers import TF_QOS, OutputPublishers
 from sixd_pose_ros.ros.sync import FrameSynchronizer
+from sixd_pose_ros.ros.tf_buffer import TransformBuffer, TransformUnavailable, add_tf_message
 from sixd_pose_ros.ros.worker import LatestWorker
 
 try:
@@ -69,6 +79,13 @@ __all__ = ["SixdPoseNode", "HAS_LIFECYCLE", "TransitionCallbackReturn"]
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
+# Overrides that are not ours but legitimately reach every node.
+_FOREIGN_PARAMETERS = ("use_sim_time", "start_type_description_service", "qos_overrides.")
+# How long a frame waits for the TF to frames.output_frame at its stamp (tf2's lookup timeout).
+TF_WAIT_S = 0.2
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+
 
 def _error_kind(exc: Exception) -> str:
     if isinstance(exc, ImageEncodingError):
@@ -89,6 +106,7 @@ class SixdPoseNode(_BaseNode):
         super().__init__(node_name, **kwargs)
         declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self._estimator_factory = estimator_factory or load_estimator
         self.params = None
         self.estimator = None
@@ -106,11 +124,18 @@ class SixdPoseNode(_BaseNode):
         self._last_diag = 0.0
         self._camera_frame = ""
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._tf_buffer: TransformBuffer | None = None
+        self._tf_subs: list = []
 
     # ---------------------------------------------------------------- lifecycle transitions
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
+            unknown = [n for n in self._parameter_overrides if n not in PARAMETERS
+                       and not n.startswith(_FOREIGN_PARAMETERS)]
+            if unknown:
+                raise ParameterError("unknown parameters (check the params file and -p arguments):\n  "
+                                     + "\n  ".join(unknown_parameter_problems(unknown)))
             self.params = validate_params(read_parameters(self))
             if self.params.num_threads > 0:
                 import torch
@@ -130,6 +155,7 @@ class SixdPoseNode(_BaseNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics, clock=self._steady)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self._ensure_tf_listener()
         self.configure_error = ""
         self.state_label = "inactive"
         names = ", ".join(i.name for i in self.infos) or "(none)"
@@ -163,8 +189,10 @@ class SixdPoseNode(_BaseNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         p = self.params
         names = ["image", "camera_info"] + (["depth"] if p.use_depth else [])
-        topics = {"image": p.image_topic, "camera_info": p.camera_info_topic, "depth": p.depth_topic}
-        types = {"image": Image, "camera_info": CameraInfo, "depth": Image}
+        compressed = p.image_transport == "compressed"
+        topics = {"image": "image/compressed" if compressed else "image", "camera_info": "camera_info",
+                  "depth": "depth"}
+        types = {"image": CompressedImage if compressed else Image, "camera_info": CameraInfo, "depth": Image}
         self.stats.reset()
         self._sync = FrameSynchronizer(names, p.queue_size, p.slop, self._on_synchronized)
         self._worker = LatestWorker(self._process, max_rate_hz=p.max_rate_hz, on_error=self._on_worker_error).start()
@@ -241,6 +269,9 @@ class SixdPoseNode(_BaseNode):
         if self._reset_srv is not None:
             self.destroy_service(self._reset_srv)
             self._reset_srv = None
+        for sub in self._tf_subs:
+            self.destroy_subscription(sub)
+        self._tf_subs, self._tf_buffer = [], None
         self.estimator, self.infos = None, []
         self.state_label = "unconfigured"
         gc.collect()
@@ -279,6 +310,8 @@ class SixdPoseNode(_BaseNode):
         depth = msgs[2] if len(msgs) > 2 else None
         t0 = time.perf_counter()
         try:
+            if isinstance(color, CompressedImage):
+                color = image_from_compressed(color)
             frame = frame_from_msgs(color, info, depth, frame_id=self.params.camera_frame)
         except FrameError as exc:
             self._bad_input(_error_kind(exc), str(exc))
@@ -306,7 +339,8 @@ class SixdPoseNode(_BaseNode):
         if not self._active or self.outputs is None:
             return
         header = Header(stamp=color.header.stamp, frame_id=frame.frame_id)
-        self.outputs.publish(poses, header, frame.rgb, frame.K)
+        self.outputs.publish(poses, header, frame.rgb, frame.K,
+                             **self._output_frame_args(header, frame.stamp_ns, bool(poses)))
         t3 = time.perf_counter()
         stage_ms: dict[str, float] = {}
         for pose in poses:
@@ -314,6 +348,90 @@ class SixdPoseNode(_BaseNode):
         stage_ms.update({"convert": 1000 * (t1 - t0), "estimate": 1000 * (t2 - t1), "publish": 1000 * (t3 - t2),
                          "total": 1000 * (t3 - t_arrival)})
         self.stats.done(stage_ms, {p.name: p.score for p in poses})
+
+    # ---------------------------------------------------------------- output frame (TF)
+
+    def _ensure_tf_listener(self) -> None:
+        """/tf + /tf_static into our TransformBuffer, once frames.output_frame is set."""
+        if self._tf_buffer is not None or self.params is None or not self.params.output_frame:
+            return
+        from tf2_msgs.msg import TFMessage
+
+        self._tf_buffer = TransformBuffer(cache_s=10.0)
+        self._tf_subs = [self.create_subscription(TFMessage, "/tf", partial(self._on_tf, False), TF_QOS),
+                         self.create_subscription(TFMessage, "/tf_static", partial(self._on_tf, True),
+                                                  TF_STATIC_QOS)]
+
+    def _on_tf(self, static: bool, msg) -> None:
+        buffer = self._tf_buffer
+        if buffer is not None:
+            add_tf_message(buffer, msg, static=static)
+
+    def _output_frame_args(self, header: Header, stamp: int, has_poses: bool) -> dict:
+        """publish() arguments for frames.output_frame: the camera -> output transform at the
+        image stamp (waiting up to TF_WAIT_S for it, as tf2 lookups do), or, when TF does not
+        have it, no poses or detections this frame and a throttled warning."""
+        target = self.params.output_frame if self.params is not None else ""
+        if not target or target == header.frame_id:
+            return {}
+        out_header = Header(stamp=header.stamp, frame_id=target)
+        if not has_poses:
+            return {"output_header": out_header}
+        buffer = self._tf_buffer
+        deadline = time.monotonic() + TF_WAIT_S
+        while True:
+            try:
+                if buffer is None:
+                    raise TransformUnavailable("no TF listener yet", retry=True)
+                T = buffer.lookup(target, header.frame_id, stamp)
+                return {"output_header": out_header, "output_transform": T}
+            except TransformUnavailable as exc:
+                if not exc.retry or time.monotonic() >= deadline:
+                    self._bad_input("tf", f"frames.output_frame {target}: no transform from {header.frame_id} at "
+                                          f"the image stamp ({exc}); this frame's poses and detections are not "
+                                          f"published (TF of the objects is, from the camera): publish the robot's "
+                                          f"TF (robot_state_publisher, the camera's static transform)")
+                    return {"output_header": out_header, "output_transform": None}
+            time.sleep(0.01)
+
+    # ---------------------------------------------------------------- live parameters
+
+    def _on_parameters_set(self, params) -> None:
+        """After a successful set: live parameters reach the running pipeline at the next frame."""
+        if self.params is None:
+            return  # not configured: configure reads them
+        try:
+            new = validate_params(read_parameters(self), check_paths=False)
+        except (ParameterError, ValueError):
+            return  # refused before it was set; nothing to apply
+        changes = live_fields(self.params, new)
+        if not changes:
+            return
+        self.params = dataclasses.replace(self.params, **changes)
+        self._apply_live(changes)
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items()))
+        self.get_logger().info(f"applied from the next frame: {shown}")
+
+    def _apply_live(self, changes: dict) -> None:
+        p = self.params
+        if "min_score" in changes:
+            config = getattr(self.estimator, "config", None)
+            if config is not None and dataclasses.is_dataclass(config) and hasattr(config, "min_detection_score"):
+                self.estimator.config = dataclasses.replace(config, min_detection_score=p.min_score)
+        if any(k.startswith("tracking_") for k in changes):
+            self._configure_tracking()
+        worker, sync = self._worker, self._sync
+        if "max_rate_hz" in changes and worker is not None:
+            worker.min_interval = 1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0
+        if "slop" in changes and sync is not None:
+            sync.set_slop(p.slop)
+        if "tf_prefix" in changes and self.outputs is not None:
+            self.outputs.tf_prefix = p.tf_prefix
+        if "diagnostics_period" in changes and self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics, clock=self._steady)
+        if "output_frame" in changes:
+            self._ensure_tf_listener()
 
     def _on_worker_error(self, exc: BaseException) -> None:
         self._bad_input("internal", f"unexpected error while processing a frame ({type(exc).__name__}: {exc}); "

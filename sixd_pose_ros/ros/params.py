@@ -1,10 +1,20 @@
-"""The node's parameters: declared up front with descriptions, validated with one clear message
-per bad value.
+"""The node's parameters: declared up front with descriptions, ranges and read-only flags,
+validated with one clear message per bad value.
 
 All parameters are declared with dynamic typing so that a value of the wrong type (``objects:=
 /a/b`` instead of ``[/a/b]``, ``min_score:=1`` for 1.0) reaches :func:`validate_params` and gets
-a message naming the fix instead of an rclpy type exception at start-up. Values are read at
-``configure``; change them, then run cleanup + configure (or restart the node).
+a message naming the fix instead of an rclpy type exception at start-up. Numbers carry their
+range in the descriptor (``ros2 param describe``, rqt_reconfigure's sliders), and
+:func:`validate_params` checks the same :data:`RANGES`.
+
+Two kinds (:data:`LIVE`): thresholds, rates, tracking and frame settings apply to the next frame
+when set on a running node (``ros2 param set``); the others shape what configure builds (the
+estimator, its weights and objects, the subscriptions, the publishers) and are ``read_only``:
+give them at start (params file, ``-p``, launch arguments).
+
+Camera topics are not parameters: the node subscribes to the relative names ``image`` (or
+``image/compressed`` with ``image_transport:=compressed``), ``depth`` and ``camera_info``, which
+the launch files remap to the camera's topics (:mod:`sixd_pose_ros.ros.launch_support`).
 
 ``use_sim_time`` is rclpy's own parameter and is not handled here.
 """
@@ -17,8 +27,8 @@ from typing import Any, Mapping
 
 from sixd_pose_ros.errors import SixdPoseError
 
-__all__ = ["ParameterError", "NodeParams", "PARAMETERS", "MODES", "validate_params", "declare_parameters",
-           "read_parameters"]
+__all__ = ["ParameterError", "NodeParams", "PARAMETERS", "MODES", "LIVE", "RANGES", "REMOVED", "validate_params",
+           "declare_parameters", "read_parameters", "unknown_parameter_problems", "live_fields"]
 
 MODES = ("known_model", "model_free")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -31,12 +41,13 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                       "[/home/robot/objects/drill]; the folder's object name names topics and TF frames"),
     "weights_dir": ("", "folder with detector.pt, autoencoder.pt and refiner.pt; empty = the weights shipped "
                         "with the package"),
-    "topics.image": ("color/image_raw", "colour image topic (rgb8/bgr8/mono8), relative to the node's namespace"),
-    "topics.depth": ("aligned_depth_to_color/image_raw", "depth image registered to the colour image "
-                                                         "(16UC1 mm or 32FC1 m)"),
-    "topics.camera_info": ("color/camera_info", "camera_info of the colour image"),
+    "image_transport": ("raw", "raw: subscribe to `image` (sensor_msgs/Image, rgb8/bgr8/mono8); compressed: to "
+                               "`image/compressed` (sensor_msgs/CompressedImage, JPEG or PNG)"),
     "frames.tf_prefix": ("sixd_", "TF child frame of an object = <tf_prefix><object name>"),
     "frames.camera_frame": ("", "override the camera frame of the outputs; empty = the colour image's frame_id"),
+    "frames.output_frame": ("", "publish poses and detections in this frame (e.g. base_link), transformed through "
+                                "TF at the image stamp; empty = the camera frame. TF of the objects keeps the "
+                                "camera as parent"),
     "min_score": (0.3, "detections scoring below this (0..1) are reported absent: no pose, no TF"),
     "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
                                 "CPU-trained refiner does not improve poses yet, see its model card)"),
@@ -69,6 +80,41 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                         "lifecycle manager"),
 }
 
+# Numeric ranges [lo, hi] (inclusive), shown in the descriptors and checked by validate_params.
+# slop must also be > 0 (validate_params says so; a descriptor range cannot be open).
+RANGES: dict[str, tuple[float, float]] = {
+    "min_score": (0.0, 1.0),
+    "refine_iterations": (0, 50),
+    "depth_proposals": (0, 64),
+    "rotation_search": (0, 504),
+    "tracking.min_health": (0.0, 1.0),
+    "tracking.max_lost_frames": (1, 1000),
+    "max_rate_hz": (0.0, 1000.0),
+    "slop": (0.0, 10.0),
+    "queue_size": (1, 1000),
+    "diagnostics_period": (0.05, 3600.0),
+    "warn_period": (0.0, 3600.0),
+    "num_threads": (0, 1024),
+}
+
+# Applied to the next frame when set on a configured node; every other parameter is read-only.
+LIVE = frozenset({"min_score", "tracking.enabled", "tracking.min_health", "tracking.max_lost_frames", "max_rate_hz",
+                  "slop", "diagnostics_period", "warn_period", "frames.tf_prefix", "frames.camera_frame",
+                  "frames.output_frame"})
+
+# Parameters that existed once: a params file that still sets them is told what replaced them.
+REMOVED = {
+    "topics.image": "camera topics are remapped now: -r image:=/camera/camera/color/image_raw (the launch files' "
+                    "camera_namespace argument does it)",
+    "topics.depth": "camera topics are remapped now: -r depth:=/camera/camera/aligned_depth_to_color/image_raw (the "
+                    "launch files' camera_namespace argument does it)",
+    "topics.camera_info": "camera topics are remapped now: -r camera_info:=/camera/camera/color/camera_info (the "
+                          "launch files' camera_namespace argument does it)",
+}
+
+# Parameters rclpy or ROS tools set on every node; never "unknown".
+_ROS_OWN = ("use_sim_time", "start_type_description_service")
+
 
 class ParameterError(SixdPoseError):
     """One or more parameters are invalid; the message has one line per bad value with its fix."""
@@ -79,11 +125,10 @@ class NodeParams:
     mode: str
     objects: tuple[str, ...]
     weights_dir: str
-    image_topic: str
-    depth_topic: str
-    camera_info_topic: str
+    image_transport: str
     tf_prefix: str
     camera_frame: str
+    output_frame: str
     min_score: float
     refine_iterations: int
     use_depth: bool
@@ -115,7 +160,8 @@ def _as_bool(name, v, problems):
     return False
 
 
-def _as_float(name, v, problems, lo=None, hi=None, lo_open=False):
+def _as_float(name, v, problems, lo_open=False):
+    lo, hi = RANGES.get(name, (None, None))
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
         problems.append(f"{name}: {v!r} is not a number; e.g. {name}:={PARAMETERS[name][0]}")
         return float("nan")
@@ -126,7 +172,8 @@ def _as_float(name, v, problems, lo=None, hi=None, lo_open=False):
     return v
 
 
-def _as_int(name, v, problems, lo=None):
+def _as_int(name, v, problems):
+    lo, hi = RANGES.get(name, (None, None))
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
@@ -134,16 +181,16 @@ def _as_int(name, v, problems, lo=None):
         return 0
     if lo is not None and v < lo:
         problems.append(f"{name}: {v} must be >= {lo}; the default is {PARAMETERS[name][0]}")
+    elif hi is not None and v > hi:
+        problems.append(f"{name}: {v} must be <= {hi}; the default is {PARAMETERS[name][0]}")
     return v
 
 
-def _as_topic(name, v, problems):
-    if not isinstance(v, str) or not v.strip():
-        problems.append(f"{name}: {v!r} is not a topic name; e.g. {name}:={PARAMETERS[name][0]}")
+def _as_frame(name, v, problems):
+    if not isinstance(v, str) or any(c.isspace() for c in v):
+        problems.append(f"{name}: {v!r} must be a frame id without spaces (or empty)")
         return ""
-    if any(c.isspace() for c in v) or v.endswith("/") or "//" in v:
-        problems.append(f"{name}: {v!r} is not a valid topic name (no spaces, no empty tokens)")
-    return v
+    return v.lstrip("/")
 
 
 def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> NodeParams:
@@ -152,9 +199,9 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
     Raises:
         ParameterError: one line per bad value, each naming the fix.
     """
-    unknown = sorted(set(values) - set(PARAMETERS) - {"use_sim_time"})
+    unknown = sorted(set(values) - set(PARAMETERS) - set(_ROS_OWN))
     if unknown:
-        raise ValueError(f"unknown parameters {unknown}")
+        raise ParameterError("invalid parameters:\n  " + "\n  ".join(unknown_parameter_problems(unknown)))
     v = {k: (values[k] if values.get(k) is not None else d) for k, (d, _) in PARAMETERS.items()}
     problems: list[str] = []
 
@@ -204,18 +251,18 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
                 problems.append(f"weights_dir: {weights} lacks {missing}; train them (`sixd-pose train ...`) or "
                                 f"leave weights_dir empty for the shipped weights")
 
-    image = _as_topic("topics.image", v["topics.image"], problems)
-    depth = _as_topic("topics.depth", v["topics.depth"], problems)
-    info = _as_topic("topics.camera_info", v["topics.camera_info"], problems)
+    transport = v["image_transport"]
+    if transport not in ("raw", "compressed"):
+        problems.append(f"image_transport: {transport!r} must be raw or compressed (remap image/compressed to a "
+                        f"CompressedImage topic for the latter)")
+        transport = "raw"
     prefix = v["frames.tf_prefix"]
     if not isinstance(prefix, str) or prefix.startswith("/") or any(c.isspace() for c in prefix):
         problems.append(f"frames.tf_prefix: {prefix!r} must be a string without spaces or a leading '/' "
                         f"(TF frame ids are not rooted); e.g. frames.tf_prefix:=sixd_")
         prefix = ""
-    camera_frame = v["frames.camera_frame"]
-    if not isinstance(camera_frame, str) or any(c.isspace() for c in camera_frame):
-        problems.append(f"frames.camera_frame: {camera_frame!r} must be a frame id without spaces (or empty)")
-        camera_frame = ""
+    camera_frame = _as_frame("frames.camera_frame", v["frames.camera_frame"], problems)
+    output_frame = _as_frame("frames.output_frame", v["frames.output_frame"], problems)
 
     backend = v["backend"]
     if backend not in BACKENDS:
@@ -230,25 +277,25 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         mode=mode if isinstance(mode, str) else "",
         objects=tuple(objects),
         weights_dir=weights,
-        image_topic=image, depth_topic=depth, camera_info_topic=info,
-        tf_prefix=prefix, camera_frame=camera_frame.lstrip("/"),
-        min_score=_as_float("min_score", v["min_score"], problems, 0.0, 1.0),
-        refine_iterations=_as_int("refine_iterations", v["refine_iterations"], problems, 0),
+        image_transport=transport,
+        tf_prefix=prefix, camera_frame=camera_frame, output_frame=output_frame,
+        min_score=_as_float("min_score", v["min_score"], problems),
+        refine_iterations=_as_int("refine_iterations", v["refine_iterations"], problems),
         use_depth=_as_bool("use_depth", v["use_depth"], problems),
-        depth_proposals=_as_int("depth_proposals", v["depth_proposals"], problems, 0),
-        rotation_search=_as_int("rotation_search", v["rotation_search"], problems, 0),
+        depth_proposals=_as_int("depth_proposals", v["depth_proposals"], problems),
+        rotation_search=_as_int("rotation_search", v["rotation_search"], problems),
         tracking_enabled=_as_bool("tracking.enabled", v["tracking.enabled"], problems),
-        tracking_min_health=_as_float("tracking.min_health", v["tracking.min_health"], problems, 0.0, 1.0),
-        tracking_max_lost_frames=_as_int("tracking.max_lost_frames", v["tracking.max_lost_frames"], problems, 1),
-        max_rate_hz=_as_float("max_rate_hz", v["max_rate_hz"], problems, 0.0),
-        slop=_as_float("slop", v["slop"], problems, 0.0, 10.0, lo_open=True),
-        queue_size=_as_int("queue_size", v["queue_size"], problems, 1),
+        tracking_min_health=_as_float("tracking.min_health", v["tracking.min_health"], problems),
+        tracking_max_lost_frames=_as_int("tracking.max_lost_frames", v["tracking.max_lost_frames"], problems),
+        max_rate_hz=_as_float("max_rate_hz", v["max_rate_hz"], problems),
+        slop=_as_float("slop", v["slop"], problems, lo_open=True),
+        queue_size=_as_int("queue_size", v["queue_size"], problems),
         publish_tf=_as_bool("publish_tf", v["publish_tf"], problems),
         publish_markers=_as_bool("publish_markers", v["publish_markers"], problems),
         publish_debug_image=_as_bool("publish_debug_image", v["publish_debug_image"], problems),
-        diagnostics_period=_as_float("diagnostics_period", v["diagnostics_period"], problems, 0.0, lo_open=True),
-        warn_period=_as_float("warn_period", v["warn_period"], problems, 0.0),
-        num_threads=_as_int("num_threads", v["num_threads"], problems, 0),
+        diagnostics_period=_as_float("diagnostics_period", v["diagnostics_period"], problems),
+        warn_period=_as_float("warn_period", v["warn_period"], problems),
+        num_threads=_as_int("num_threads", v["num_threads"], problems),
         backend=backend, precision=precision,
         autostart=_as_bool("autostart", v["autostart"], problems),
     )
@@ -257,14 +304,64 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
     return params
 
 
+def unknown_parameter_problems(names) -> list[str]:
+    """One line per unknown parameter name: what replaced a removed one, else the closest valid
+    name (a typo in a params file would otherwise leave the default in force without a word)."""
+    import difflib
+
+    lines = []
+    for name in sorted(names):
+        if name in REMOVED:
+            lines.append(f"{name}: removed; {REMOVED[name]}")
+            continue
+        close = difflib.get_close_matches(name, list(PARAMETERS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the parameters are: {', '.join(sorted(PARAMETERS))}"
+        lines.append(f"{name}: not a parameter of this node; {hint}")
+    return lines
+
+
+# NodeParams field of each parameter that applies live.
+_FIELDS = {"min_score": "min_score", "tracking.enabled": "tracking_enabled", "tracking.min_health":
+           "tracking_min_health", "tracking.max_lost_frames": "tracking_max_lost_frames",
+           "max_rate_hz": "max_rate_hz", "slop": "slop", "diagnostics_period": "diagnostics_period",
+           "warn_period": "warn_period", "frames.tf_prefix": "tf_prefix", "frames.camera_frame": "camera_frame",
+           "frames.output_frame": "output_frame"}
+
+
+def live_fields(old: NodeParams, new: NodeParams) -> dict[str, Any]:
+    """{NodeParams field: new value} of the live parameters that differ between two validated sets."""
+    return {f: getattr(new, f) for f in (_FIELDS[n] for n in LIVE) if getattr(old, f) != getattr(new, f)}
+
+
+def _descriptor(name: str, text: str, default, with_range: bool = True):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    shown = "[]" if default is None else repr(default)
+    live = name in LIVE
+    when = "applies to the next frame when set" if live else "read-only: give it at start (params file, -p, launch)"
+    d = ParameterDescriptor(name=name, description=f"{text} (default {shown}; {when})", dynamic_typing=True,
+                            read_only=not live)
+    if with_range and name in RANGES:
+        lo, hi = RANGES[name]
+        if isinstance(default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+            d.additional_constraints = "> 0" if name == "slop" else ""
+        else:
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+    return d
+
+
 def declare_parameters(node) -> None:
-    """Declare every parameter on ``node`` (dynamic typing; see the module docstring)."""
-    from rcl_interfaces.msg import ParameterDescriptor
+    """Declare every parameter on ``node`` (dynamic typing, ranges, read-only; see the module
+    docstring). A start-up value outside its range is declared without the range so that
+    configure reports it with its fix instead of rclpy raising in the constructor."""
+    from rclpy.exceptions import InvalidParameterValueException
 
     for name, (default, text) in PARAMETERS.items():
-        shown = "[]" if default is None else repr(default)
-        node.declare_parameter(name, default, ParameterDescriptor(
-            name=name, description=f"{text} (default {shown}; read at configure)", dynamic_typing=True))
+        try:
+            node.declare_parameter(name, default, _descriptor(name, text, default))
+        except InvalidParameterValueException:
+            node.declare_parameter(name, default, _descriptor(name, text, default, with_range=False))
 
 
 def read_parameters(node) -> dict:

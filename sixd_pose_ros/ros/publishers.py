@@ -8,11 +8,16 @@ gets no pose and no TF, and its marker is deleted: nothing stale is shown.
 vision_msgs comes from apt on a robot (ros-jazzy-vision-msgs) and is built from its message
 definitions by scripts/setup.sh elsewhere; where it is missing, ``~/detections`` is off and
 ``detections_backend`` says why.
+With an output frame (frames.output_frame), poses and detections carry that frame, transformed
+by the camera -> output transform the node looked up; a frame whose transform is missing gets
+no poses or detections (never camera-frame numbers under another frame's name). TF of the
+objects keeps the camera as parent, and markers and the debug image stay in the camera frame.
 TF goes through tf2_ros.TransformBroadcaster when it is importable, else straight to /tf as a
 TFMessage with the broadcaster's QoS (reliable, volatile, depth 100).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -36,7 +41,7 @@ except ImportError:  # not on any pip registry; scripts/setup.sh builds it, apt 
     HAS_VISION_MSGS = False
 
 __all__ = ["pose_msg", "transform_msg", "marker_array", "marker_alpha", "detection_array", "object_box",
-           "OutputPublishers", "TF_QOS", "HAS_VISION_MSGS"]
+           "transform_poses", "OutputPublishers", "TF_QOS", "HAS_VISION_MSGS"]
 
 # The box of an object the estimator reports but did not announce at configure (no ObjectInfo).
 _DEFAULT_HALF_SIZE = 0.05
@@ -67,6 +72,13 @@ def transform_msg(pose: ObjectPose, header: Header, child_frame_id: str) -> Tran
     tr = msg.transform.translation
     tr.x, tr.y, tr.z = (float(v) for v in np.asarray(pose.t, dtype=np.float64))
     return msg
+
+
+def transform_poses(poses: Sequence[ObjectPose], T: np.ndarray) -> list[ObjectPose]:
+    """The poses moved into another frame: ``T`` (4, 4) maps camera coordinates to it."""
+    T = np.asarray(T, dtype=np.float64)
+    return [dataclasses.replace(p, R=T[:3, :3] @ np.asarray(p.R, dtype=np.float64),
+                                t=T[:3, :3] @ np.asarray(p.t, dtype=np.float64) + T[:3, 3]) for p in poses]
 
 
 def object_box(info: ObjectInfo | None) -> tuple[np.ndarray, np.ndarray]:
@@ -196,15 +208,27 @@ class OutputPublishers:
         return f"{self.tf_prefix}{name}"
 
     def publish(self, poses: Sequence[ObjectPose], header: Header, rgb: np.ndarray | None = None,
-                K: np.ndarray | None = None) -> None:
-        if self.detections is not None:  # every frame, empty when nothing was found
-            self.detections.publish(detection_array(poses, self.infos, header))
-        for pose in poses:
+                K: np.ndarray | None = None, *, output_header: Header | None = None,
+                output_transform: np.ndarray | None | bool = False, publish_tf: bool = True) -> None:
+        """One frame's outputs. ``output_header`` (another frame) with ``output_transform`` (camera
+        -> that frame, (4, 4)) moves poses and detections there; ``output_transform=None`` means
+        TF had no transform: poses and detections are left out this frame. ``publish_tf=False``
+        leaves out TF (e.g. a frame stamped 0, which TF cannot place in time)."""
+        out_poses, out_header = poses, header
+        if output_header is not None:
+            out_header = output_header
+            if output_transform is None:
+                out_poses = None
+            elif output_transform is not False:
+                out_poses = transform_poses(poses, output_transform)
+        if self.detections is not None and out_poses is not None:  # every frame, empty when nothing was found
+            self.detections.publish(detection_array(out_poses, self.infos, out_header))
+        for pose in out_poses or ():
             pub = self.poses.get(pose.name)
             if pub is None:  # an object the estimator reports that was not announced at configure
                 pub = self.poses[pose.name] = self.node.create_publisher(PoseStamped, f"~/{pose.name}/pose", 10)
-            pub.publish(pose_msg(pose, header))
-        if poses and (self._tf_broadcaster is not None or self._tf_pub is not None):
+            pub.publish(pose_msg(pose, out_header))
+        if poses and publish_tf and (self._tf_broadcaster is not None or self._tf_pub is not None):
             transforms = [transform_msg(p, header, self.child_frame(p.name)) for p in poses]
             if self._tf_broadcaster is not None:
                 self._tf_broadcaster.sendTransform(transforms)

@@ -24,6 +24,7 @@ from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.rotations import matrix_from_quat_xyzw
 from sixd_pose_ros.ros.bag_player import message_class, play_bag
 from sixd_pose_ros.ros.demo_runner import shutdown_session
+from sixd_pose_ros.ros.launch_support import remap_arguments
 from sixd_pose_ros.ros.node import SixdPoseNode
 from sixd_pose_ros.ros.sync import stamp_ns
 
@@ -49,21 +50,13 @@ class ReplayResult:
     topics: dict[str, str] = field(default_factory=dict)
 
 
-def _relative(topic: str, namespace: str) -> str:
-    prefix = namespace.rstrip("/") + "/"
-    if not topic.startswith(prefix):
-        raise SixdPoseError(f"topic {topic} is not under the camera namespace {namespace}; pass the "
-                            f"namespace the bag was recorded with")
-    return topic[len(prefix):]
-
-
 def replay_bag(bag: str | Path, object_dirs: Sequence[str | Path], weights_dir: str | Path, *,
                topics: dict[str, str], namespace: str = "/camera", rate: float = 1.0,
                settle_s: float = 1.0, min_score: float = 0.0, tracking: bool = False) -> ReplayResult:
     """Play ``bag`` into a SixdPoseNode; return every pose it published.
 
     ``topics``: ``color``, ``depth`` (optional), ``info`` and ``tf`` (optional) topic names in
-    the bag (absolute); the node's topic parameters are remapped to them.
+    the bag (absolute); the node's inputs are remapped to them.
     """
     if rate <= 0:
         raise SixdPoseError(f"--rate {rate} must be positive")
@@ -72,14 +65,16 @@ def replay_bag(bag: str | Path, object_dirs: Sequence[str | Path], weights_dir: 
                  Parameter("weights_dir", value=str(weights_dir)),
                  Parameter("min_score", value=float(min_score)),
                  Parameter("use_sim_time", value=True),
-                 Parameter("tracking.enabled", value=bool(tracking)),
-                 Parameter("topics.image", value=_relative(topics["color"], namespace)),
-                 Parameter("topics.camera_info", value=_relative(topics["info"], namespace))]
+                 Parameter("tracking.enabled", value=bool(tracking))]
+    remaps = [("image", topics["color"]), ("camera_info", topics["info"])]
     if topics.get("depth"):
-        overrides.append(Parameter("topics.depth", value=_relative(topics["depth"], namespace)))
+        remaps.append(("depth", topics["depth"]))
+    else:
+        overrides.append(Parameter("use_depth", value=False))
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = SixdPoseNode(context=ctx, namespace=namespace.strip("/"), parameter_overrides=overrides)
+    node = SixdPoseNode(context=ctx, namespace=namespace.strip("/"), parameter_overrides=overrides,
+                        cli_args=remap_arguments(remaps))
     player = rclpy.create_node("sixd_replay_player", context=ctx)
     executor = MultiThreadedExecutor(num_threads=3, context=ctx)
     received: list[ReceivedPose] = []

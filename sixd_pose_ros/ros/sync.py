@@ -176,6 +176,17 @@ class FrameSynchronizer:
             self._sync.add(index, msg, stamp)
         return result
 
+    def set_slop(self, slop: float) -> None:
+        """A new slop (s) for the next match (live parameter change)."""
+        with self._lock:
+            self.slop = float(slop)
+            if self._inputs is None:
+                self._sync.slop_ns = int(round(self.slop * NS))
+            else:  # message_filters keeps it as a Duration
+                from rclpy.duration import Duration
+
+                self._sync.slop = Duration(seconds=self.slop)
+
     def reset(self) -> None:
         with self._lock:
             self._reset_locked()
