@@ -53,8 +53,9 @@ def _rgb():
     return rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
 
 
-@pytest.fixture
-def session(tmp_path, request):
+@pytest.fixture(name="session")
+def session_fixture(tmp_path, request):
+    """The node with the stand-in estimator and a probe; ``request.param``: parameter overrides."""
     overrides = getattr(request, "param", {})
     folder = tmp_path / "drill"
     folder.mkdir()

@@ -86,6 +86,17 @@ def test_queues_are_bounded():
     assert sorted(matcher.queues[0]) == [7 * 10**9, 8 * 10**9, 9 * 10**9]
 
 
+
+def test_a_message_older_than_a_full_queue_is_dropped_not_matched():
+    """It used to be matched after the trim had removed it (KeyError in the subscription
+    callback): depth running seconds ahead of colour fills its queue with future stamps."""
+    matcher = ApproximateTimeSynchronizer(2, queue_size=3, slop=0.01)
+    for i in range(3):
+        matcher.add(1, _info(5.0 + i))
+    matcher.add(0, _image(1.0))
+    assert matcher.add(1, _info(1.0)) is None and matcher.overflow == 1
+    assert sorted(matcher.queues[1]) == [5 * 10**9, 6 * 10**9, 7 * 10**9]
+
 def test_without_depth_two_inputs_suffice():
     fs, out = _sync(n=2, slop=0.01)
     fs.add(0, _image(2.0, "cam"))

@@ -54,7 +54,7 @@ from sixd_pose_ros.ros.image_conversion import ImageEncodingError, image_from_co
 from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, live_fields, \
     read_parameters, unknown_parameter_problems, validate_params
 from sixd_pose_ros.ros.publishers import TF_QOS, OutputPublishers
-from sixd_pose_ros.ros.sync import FrameSynchronizer
+from sixd_pose_ros.ros.sync import FrameSynchronizer, stamp_ns
 from sixd_pose_ros.ros.tf_buffer import TransformBuffer, TransformUnavailable, add_tf_message
 from sixd_pose_ros.ros.worker import LatestWorker
 
@@ -279,9 +279,18 @@ class SixdPoseNode(_BaseNode):
     # ---------------------------------------------------------------- inputs
 
     def _on_input(self, index: int, name: str, msg) -> None:
-        self.stats.input(name)
+        stamp = stamp_ns(msg)
+        self.stats.input(name, stamp)
         sync = self._sync
         if sync is None:
+            return
+        if stamp == 0:
+            topic = self._subs[index].topic_name if index < len(self._subs) else name
+            message = (f"messages on {topic} are stamped 0 and are dropped (no pose, no TF: a 0 stamp cannot be "
+                       f"placed in time or paired): make the driver stamp its messages; with use_sim_time, "
+                       f"check that /clock is published")
+            self.stats.zero_stamp(message)
+            self._bad_input("stamps", message)
             return
         result = sync.add(index, msg)
         if result == "out_of_order":
@@ -472,9 +481,13 @@ class SixdPoseNode(_BaseNode):
             "image_conversion": "cv_bridge" if uses_cv_bridge() else "numpy",
         }
         period = self.params.diagnostics_period if self.params else 1.0
+        subs = list(self._subs)
+        names = list(sync.names) if sync else []
         msg = diagnostic_array(snap, name=f"{self.get_fully_qualified_name()}: 6D pose",
                                hardware_id=self._camera_frame or "camera", stamp=self.get_clock().now().to_msg(),
-                               extra=extra, warn_window_s=max(5.0, 3 * period), active=self._active)
+                               extra=extra, warn_window_s=max(5.0, 3 * period), active=self._active,
+                               inputs=names, slop=self.params.slop if self.params else None,
+                               topics={n: s.topic_name for n, s in zip(names, subs)})
         try:
             pub.publish(msg)
         except Exception:  # noqa: BLE001 - publisher destroyed during a transition

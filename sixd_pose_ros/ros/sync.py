@@ -71,6 +71,8 @@ class ApproximateTimeSynchronizer:
             while len(queue) > self.queue_size:
                 del queue[min(queue)]
                 self.overflow += 1
+            if stamp not in queue:  # older than everything in a full queue: it was the one dropped
+                return None
             chosen = self._match(index, stamp)
             if chosen is None:
                 return None
