@@ -131,6 +131,8 @@ class SixdPoseNode(_BaseNode):
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
+            # rclpy's overrides of this node: its params files (their /** and /<node> sections),
+            # -p arguments and parameter_overrides; rclpy has no public accessor for them.
             unknown = [n for n in self._parameter_overrides if n not in PARAMETERS
                        and not n.startswith(_FOREIGN_PARAMETERS)]
             if unknown:

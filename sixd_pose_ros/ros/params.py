@@ -77,7 +77,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "precision": ("fp16", "TensorRT precision: fp16 or fp32"),
     "num_threads": (0, "torch CPU threads for the estimator (0 = torch's default)"),
     "autostart": (True, "sixd_pose_node configures and activates itself at start; false = wait for a "
-                        "lifecycle manager"),
+                        "lifecycle manager (the launch files set it false and drive the transitions themselves)"),
 }
 
 # Numeric ranges [lo, hi] (inclusive), shown in the descriptors and checked by validate_params.
