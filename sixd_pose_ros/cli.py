@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation-search", type=int, metavar="N", help="with depth: grid rotations fitted to "
                    "each depth segment, tried besides the codebook's hits or the selector's viewpoints (model_free: "
                    "objects built with depth) (default 6; 0 = off)")
+    p.add_argument("--no-templates", action="store_true", help="known_model: rotations from the trained "
+                   "codebook instead of the pretrained-feature templates (for comparison)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")
@@ -433,6 +435,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         workers=args.workers, ray_address=args.ray, full_codebook=args.full_codebook,
         codebook_grid=_grid(args.codebook_grid), hypotheses=_pair(args.hypotheses, "--hypotheses"),
         depth_proposals=args.depth_proposals, rotation_search=args.rotation_search,
+        templates=False if args.no_templates else None,
         **({"weights": str(Path(args.weights).expanduser())} if args.weights else {}),
         refine_iterations=args.refine_iterations, overlays=args.overlays, progress=not args.no_progress,
         topics=BagTopics(namespace=args.namespace, color=args.color_topic, depth=args.depth_topic,

