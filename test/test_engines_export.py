@@ -18,6 +18,7 @@ from sixd_pose_ros.engines.export import (
     encoder_spec,
     ensure_onnx,
     module_identity,
+    patch_backbone_spec,
     refiner_spec,
 )
 from sixd_pose_ros.geometry.crop_camera import object_centred_camera
@@ -137,6 +138,20 @@ def test_encoder_agrees_on_object_crops_with_a_dynamic_batch(scene):
         crops.append(cv2.warpPerspective(scene["rgb"], vc.H, (128, 128), flags=cv2.INTER_LINEAR))
     batch = _tensor(np.stack(crops))
     _agree(encoder_spec(ae), scene["cache"], (batch[:1],), (batch,))
+
+
+def test_patch_backbone_agrees_on_object_crops_with_a_dynamic_batch(scene):
+    from sixd_pose_ros.features.efficientnet import load_patch_backbone
+
+    backbone = load_patch_backbone()
+    norm = scene["db"].references.normalization
+    crops = []
+    for shift in (0.0, 0.02):  # the true centre and a detector-like error
+        center = scene["t"] + scene["R"] @ norm.center + shift
+        vc = object_centred_camera(K, center, norm.scale, 224)
+        crops.append(cv2.warpPerspective(scene["rgb"], vc.H, (224, 224), flags=cv2.INTER_LINEAR))
+    batch = _tensor(np.stack(crops))
+    _agree(patch_backbone_spec(backbone), scene["cache"], (batch[:1],), (batch,))
 
 
 def test_refiner_agrees_on_a_real_refinement_step(scene):

@@ -371,6 +371,28 @@ def encoder_spec(autoencoder, max_batch: int = 8) -> NetworkSpec:
                        identity=module_identity(enc.encoder, config=cfg))
 
 
+class PatchBackboneExport(nn.Module):
+    """``crops (B, 3, S, S)`` float RGB in [0, 1] -> ``(features (B, C, S/16, S/16),)``: the
+    frozen pretrained backbone as one graph, so that TensorRT / ONNX Runtime run it too."""
+
+    output_names = ("features",)
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.backbone(crops),)
+
+
+def patch_backbone_spec(backbone, size: int = 224, max_batch: int = 16) -> NetworkSpec:
+    """The frozen patch backbone (features/efficientnet.py) on template-sized crops."""
+    module = PatchBackboneExport(backbone).eval()
+    return NetworkSpec("patch_backbone", module, (TensorSpec("crops", ("batch", 3, size, size)),),
+                       PatchBackboneExport.output_names, {"batch": DynDim(1, 4, max_batch)},
+                       identity=module_identity(backbone, config=backbone.identity))
+
+
 def refiner_spec(refiner, max_batch: int = 4) -> NetworkSpec:
     """The volume refiner with a dynamic batch and ``config.n_refs`` references (dynamic in
     the graph, fixed in the TensorRT profile)."""

@@ -87,12 +87,14 @@ class PatchBackbone(torch.nn.Module):
         return torch.nn.functional.normalize(x, dim=1)
 
     @torch.no_grad()
-    def encode(self, images_uint8: np.ndarray, batch: int = 16) -> np.ndarray:
-        """``(B, H, W, 3)`` uint8 RGB -> ``(B, H/s, W/s, C)`` float32 unit patch features."""
+    def encode(self, images_uint8: np.ndarray, batch: int = 16, runner=None) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8 RGB -> ``(B, H/s, W/s, C)`` float32 unit patch features.
+        ``runner``: an engines Runner of this backbone (TensorRT, ONNX Runtime) instead of torch."""
         out = []
         for i in range(0, len(images_uint8), batch):
             x = torch.from_numpy(np.ascontiguousarray(images_uint8[i:i + batch])).permute(0, 3, 1, 2).float() / 255.0
-            out.append(self(x).permute(0, 2, 3, 1).numpy())
+            y = self(x) if runner is None else runner(x.to(runner.device))[0]
+            out.append(y.float().cpu().permute(0, 2, 3, 1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 1, 1, self.channels), np.float32)
 
 

@@ -36,6 +36,7 @@ from sixd_pose_ros.engines.export import (
     detector_features_spec,
     detector_head_spec,
     encoder_spec,
+    patch_backbone_spec,
     refiner_spec,
 )
 from sixd_pose_ros.geometry.crop_camera import (
@@ -185,6 +186,8 @@ class KnownModelEstimator:
         self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self.patch_backbone = load_patch_backbone() if config.templates else None
+        self._patch_runner = backend.runner(patch_backbone_spec(self.patch_backbone, TEMPLATE_DEFAULTS[2])) \
+            if config.templates else None
         with torch.no_grad():
             grid = search_grid(*config.rotation_search_grid) \
                 if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
@@ -193,7 +196,7 @@ class KnownModelEstimator:
                 if config.templates:
                     ts = load_or_build_templates(db.path, db.mesh, self.patch_backbone, tuple(config.template_grid),
                                                  progress=False)
-                    matcher = TemplateMatcher(ts, db.references.normalization, self.patch_backbone)
+                    matcher = TemplateMatcher(ts, db.references.normalization, self.patch_backbone, self._patch_runner)
                 elif db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")

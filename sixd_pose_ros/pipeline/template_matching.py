@@ -51,10 +51,14 @@ class TemplatePose:
 class TemplateMatcher:
     """Retrieval and PnP against one object's templates."""
 
-    def __init__(self, templates: TemplateSet, normalization: ObjectNormalization, backbone) -> None:
+    def __init__(self, templates: TemplateSet, normalization: ObjectNormalization, backbone,
+                 runner=None) -> None:
+        """``runner``: the backbone as an engines Runner (``patch_backbone_spec``) to encode
+        query crops with; None = the torch module."""
         self.templates = templates
         self.norm = normalization
         self.backbone = backbone
+        self.runner = runner
         g, c = templates.grid, templates.features.shape[-1]
         mask = templates.patch_mask.reshape(len(templates), g * g).astype(np.float32)
         # Masked and pre-divided by the mask's size, so one matrix product gives every score.
@@ -76,7 +80,7 @@ class TemplateMatcher:
                 continue
             images.append(cv2.warpPerspective(rgb, vc.H, (size, size), flags=cv2.INTER_LINEAR))
             cams.append(vc)
-        feats = iter(self.backbone.encode(np.stack(images)) if images else [])
+        feats = iter(self.backbone.encode(np.stack(images), runner=self.runner) if images else [])
         return [None if vc is None else QueryCrop(np.asarray(c, np.float64), vc, next(feats))
                 for c, vc in zip(centers, cams)]
 
@@ -120,18 +124,15 @@ class TemplateMatcher:
         return ray / np.linalg.norm(ray) * np.linalg.norm(query.center)
 
     def locate(self, rgb: np.ndarray, K: np.ndarray, centers: list[np.ndarray],
-               rounds: int = 2) -> list[QueryCrop | None]:
-        """Crops at ``centers``, each moved (up to ``rounds`` times) to where the object's
-        templates match best, so that retrieval and matching see the object centred."""
+               rounds: int = 2, top: int = 6) -> list[QueryCrop | None]:
+        """Crops at ``centers``; the ``top`` that match the templates best are each moved (up to
+        ``rounds`` times) to where the templates match best, so that retrieval and matching see
+        the object centred. Only the best are moved because every move costs a backbone pass."""
         queries = self.crop(rgb, K, centers)
         for _ in range(rounds):
-            moves = {}
-            for i, q in enumerate(queries):
-                if q is None:
-                    continue
-                dx, dy, _ = self.best_shift(q)
-                if dx or dy:
-                    moves[i] = self.shifted_center(q, dx, dy)
+            shifts = {i: self.best_shift(q) for i, q in enumerate(queries) if q is not None}
+            best = sorted(shifts, key=lambda i: -shifts[i][2])[:top]
+            moves = {i: self.shifted_center(queries[i], *shifts[i][:2]) for i in best if shifts[i][:2] != (0, 0)}
             if not moves:
                 break
             for i, q in zip(moves, self.crop(rgb, K, list(moves.values()))):
