@@ -33,6 +33,7 @@ class QueryCrop:
     center: np.ndarray  # (3,) hypothesized object centre, camera frame, meters
     camera: VirtualCamera
     features: np.ndarray
+    scores: np.ndarray | None = None  # (N,) against the templates, once computed
 
 
 @dataclass
@@ -85,8 +86,11 @@ class TemplateMatcher:
                 for c, vc in zip(centers, cams)]
 
     def scores(self, query: QueryCrop) -> np.ndarray:
-        """``(N,)`` masked patch cosine of the query with every template."""
-        return self._bank @ query.features.reshape(-1).astype(np.float32)
+        """``(N,)`` masked patch cosine of the query with every template (computed once per crop:
+        the product reads the whole template bank, the largest memory traffic of a place)."""
+        if query.scores is None:
+            query.scores = self._bank @ query.features.reshape(-1).astype(np.float32)
+        return query.scores
 
     def retrieve(self, query: QueryCrop, k: int = 3) -> list[TemplatePose]:
         """The ``k`` best templates as poses: their rotation, at the crop's centre."""
@@ -94,7 +98,7 @@ class TemplateMatcher:
         top = np.argsort(-s)[:k]
         return [self._template_pose(query, int(j), float(s[j])) for j in top]
 
-    def best_shift(self, query: QueryCrop, candidates: int = 48, reach: int = 4) -> tuple[int, int, float]:
+    def best_shift(self, query: QueryCrop, candidates: int = 16, reach: int = 4) -> tuple[int, int, float]:
         """Where in the crop the object is: the template-patch offset ``(dx, dy)`` (in patches,
         at most ``reach``) at which the ``candidates`` best templates match best, and that score.
 
