@@ -54,7 +54,7 @@ def test_setup_py_installs_what_colcon_and_ros2_run_need(tmp_path):
     assert (prefix / "share/ament_index/resource_index/packages/sixd_pose_ros").is_file()
     assert (share / "package.xml").is_file()
     for sub in ("launch", "config"):
-        source = sorted(p.name for p in (ROOT / sub).iterdir() if p.suffix in (".py", ".yaml", ".rviz"))
+        source = sorted(p.name for p in (ROOT / sub).iterdir() if p.suffix in (".py", ".yaml", ".rviz", ".xml"))
         installed = sorted(p.name for p in (share / sub).iterdir()) if (share / sub).exists() else []
         assert source == installed, f"{sub}/ files not installed into share/: {source} vs {installed}"
     # setup.cfg puts console scripts in lib/<package>, where `ros2 run` looks.

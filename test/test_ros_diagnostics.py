@@ -71,14 +71,21 @@ def test_levels_for_streams_that_never_pair_stop_or_never_come():
     assert {kv.key: kv.value for kv in status.values}["zero_stamps"] == "1"
 
 
-@pytest.mark.parametrize("session", [{"use_depth": True, "diagnostics_period": 0.2}], indirect=True)
-def test_over_dds_unpaired_zero_stamped_and_stopped_streams(session):
-    s = session
+def diagnostics_and_depth(s):
+    """The node's /diagnostics statuses (a list that fills as they come) and a depth publisher the
+    node has discovered, for a ``session`` with use_depth."""
     diags = []
     s.probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.extend(
         st for st in m.status if st.name.startswith(f"{OUT}:")), 100)
     pub_depth = s.probe.create_publisher(Image, "/of/aligned_depth_to_color/image_raw", 10)
     wait_until(lambda: pub_depth.get_subscription_count(), 10, "discovery of depth")
+    return diags, pub_depth
+
+
+@pytest.mark.parametrize("session", [{"use_depth": True, "diagnostics_period": 0.2}], indirect=True)
+def test_over_dds_unpaired_zero_stamped_and_stopped_streams(session):
+    s = session
+    diags, pub_depth = diagnostics_and_depth(s)
 
     def publish(stamp, depth_offset=0):
         header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")

@@ -230,3 +230,21 @@ def test_node_parameters_override_only_what_was_given(tmp_path):
                          "weights_dir": "/w", "image_transport": "compressed"}
     with pytest.raises(FileNotFoundError, match="pass config:="):
         node_parameters(str(tmp_path / "missing.yaml"), mode="known_model", use_sim_time="false")
+
+
+def test_the_node_process_loads_the_shipped_dds_profile_unless_one_is_set(monkeypatch):
+    from sixd_pose_ros.ros.launch_support import DDS_PROFILE_FILE, DDS_PROFILE_VARIABLES, dds_profile_env
+
+    for var in DDS_PROFILE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    declared, actions = _run("known_model.launch.py", monkeypatch, objects="[/o/drill]")
+    profile = f"{ROOT}/config/{DDS_PROFILE_FILE}"
+    assert declared["dds_profile"] == profile and Path(profile).is_file()
+    assert _node(actions).additional_env == {v: profile for v in DDS_PROFILE_VARIABLES}
+    _, actions = _run("replay.launch.py", monkeypatch, bag="/b", dds_profile="")  # off
+    assert "additional_env" not in _node(actions).kwargs
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/mine.xml")  # the user's own profile wins
+    _, actions = _run("model_free.launch.py", monkeypatch, objects="[/o/drill]")
+    assert "additional_env" not in _node(actions).kwargs
+    assert dds_profile_env("/p.xml", {}) == {v: "/p.xml" for v in DDS_PROFILE_VARIABLES}
+    assert dds_profile_env("/p.xml", {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}) == {}

@@ -3,8 +3,10 @@
 The level says what a robot operator needs to know, in this order: inactive (WARN); a stream
 that stopped (ERROR: no frame for STALE_S) or never started (WARN); an input that never arrives
 while the others do (ERROR); colour and depth that arrive but never pair, or stopped pairing
-(ERROR, with the stamps that do not meet); a recent bad-input warning, e.g. frames stamped 0
-(WARN); else OK with the rate and what was found.
+(ERROR, with the stamps that do not meet); frames missing before the node, read from gaps in
+each input's stamps (WARN, with the received and the expected rate); a recent bad-input
+warning, e.g. frames stamped 0 or an RGB-only estimate (WARN); else OK with the rate and what
+was found.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ __all__ = ["PipelineStats", "diagnostic_array"]
 WINDOW_S = 5.0  # rates are averaged over this many seconds
 STALE_S = 2.0  # no frame (or no synchronized set) for this long is an error
 LATENCY_SAMPLES = 20
+# Frames missing on an input (from its stamps) above this fraction of the window's frames: WARN.
+MISSING_TOLERANCE = 0.02
 
 
 class _Rate:
@@ -35,6 +39,56 @@ class _Rate:
         if len(self.times) < 2:
             return 0.0
         return (len(self.times) - 1) / max(now - self.times[0], 1e-6)
+
+
+class _StampGaps:
+    """Frames that never arrived on one input, read from its header stamps: the camera's period is
+    a low percentile of the recent stamp steps (robust to heavy loss, where most steps span
+    several periods); a step of k periods means k - 1 frames went missing between the camera and
+    this subscription (or at the camera). Counts per arrival time, for a sliding window."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.steps: collections.deque = collections.deque(maxlen=64)
+        self.events: collections.deque = collections.deque()  # (arrival time, frames missing before it)
+        self.missing_total = 0
+        self._period: float | None = None
+        self._since_period = 0
+
+    def period_ns(self) -> float | None:
+        if len(self.steps) < 3:
+            return None
+        if self._period is None or self._since_period >= 16:  # a percentile per message is wasted CPU
+            ordered = sorted(self.steps)
+            self._period, self._since_period = float(ordered[len(ordered) // 10]), 0
+        return self._period
+
+    def add(self, now: float, stamp: int) -> None:
+        missing = 0
+        if self.last is not None and stamp > self.last:
+            step = stamp - self.last
+            period = self.period_ns()
+            self.steps.append(step)
+            self._since_period += 1
+            if period and step > 1.5 * period:
+                missing = int(round(step / period)) - 1
+                self.missing_total += missing
+        elif self.last is not None and stamp < self.last:  # time went back (bag restarted): start over
+            self.steps.clear()
+            self._period = None
+        self.last = stamp
+        self.events.append((now, missing))
+
+    def window(self, now: float) -> dict:
+        while self.events and now - self.events[0][0] > WINDOW_S:
+            self.events.popleft()
+        received = len(self.events)
+        missing = sum(m for _, m in self.events)
+        period = self.period_ns()
+        span = now - self.events[0][0] if received else 0.0
+        return {"received": received, "missing": missing, "missing_total": self.missing_total,
+                "expected_hz": 1e9 / period if period else 0.0,
+                "received_hz": (received - 1) / span if received > 1 and span > 0 else 0.0}
 
 
 class PipelineStats:
@@ -60,10 +114,14 @@ class PipelineStats:
             self.last_sync_time = -float("inf")
             self.input_times: dict[str, float] = {}
             self.input_stamps: dict[str, int] = {}
+            self._gaps: dict[str, _StampGaps] = {}
             self.zero_stamps = 0
             self.zero_stamp_time = -float("inf")
             self.zero_stamp_message = ""
             self.objects_found: dict[str, float] = {}
+            self.rgb_only_frames = 0  # processed without usable depth (frame or an object's box)
+            self.rgb_only_objects: list[str] = []  # of the last processed frame
+            self.downscaled = 0  # frames above max_pixels, downscaled
             self._in, self._out = _Rate(), _Rate()
             self._latency: dict[str, collections.deque] = {}
 
@@ -73,6 +131,8 @@ class PipelineStats:
             self.last_input_time = self.input_times[topic] = time.monotonic()
             if stamp_ns is not None:
                 self.input_stamps[topic] = int(stamp_ns)
+                if stamp_ns > 0:
+                    self._gaps.setdefault(topic, _StampGaps()).add(self.input_times[topic], int(stamp_ns))
 
     def zero_stamp(self, message: str) -> None:
         """A message stamped 0 was dropped at the input."""
@@ -98,9 +158,16 @@ class PipelineStats:
             self.last_error = message
             self.last_error_time = time.monotonic()
 
-    def done(self, stage_ms: Mapping[str, float], found: Mapping[str, float]) -> None:
+    def downscaled_frame(self) -> None:
+        with self._lock:
+            self.downscaled += 1
+
+    def done(self, stage_ms: Mapping[str, float], found: Mapping[str, float], *, rgb_only: bool = False,
+             rgb_only_objects: Sequence[str] = ()) -> None:
         with self._lock:
             self.processed += 1
+            self.rgb_only_frames += int(rgb_only)
+            self.rgb_only_objects = list(rgb_only_objects)
             self._out.tick(time.monotonic())
             self.objects_found = dict(found)
             for stage, ms in stage_ms.items():
@@ -121,7 +188,9 @@ class PipelineStats:
                 "input_age_s": now - self.last_input_time,
                 "input_rate_hz": self._in.hz(now), "output_rate_hz": self._out.hz(now),
                 "latency_ms": {k: sum(v) / len(v) for k, v in self._latency.items() if v},
-                "objects_found": dict(self.objects_found),
+                "objects_found": dict(self.objects_found), "rgb_only_frames": self.rgb_only_frames,
+                "rgb_only_objects": list(self.rgb_only_objects), "downscaled": self.downscaled,
+                "streams": {k: g.window(now) for k, g in self._gaps.items()},
             }
 
 
@@ -159,6 +228,26 @@ def _stream_problem(snap: dict, inputs: Sequence[str], slop: float | None, topic
     return None
 
 
+def _missing_frames(snap: dict, inputs: Sequence[str], topics: Mapping[str, str]):
+    """A warning when an input's stamps show frames that never arrived in the last window."""
+    lines = []
+    for name in inputs:
+        w = snap.get("streams", {}).get(name)
+        if not w or w["missing"] < 2:
+            continue
+        expected = w["received"] + w["missing"]
+        if w["missing"] <= MISSING_TOLERANCE * expected:
+            continue
+        lines.append(f"{topics.get(name, name)}: {w['missing']} of {expected} frames missing in the last "
+                     f"{WINDOW_S:.0f} s (received {w['received_hz']:.1f} Hz, the stamps say {w['expected_hz']:.1f} Hz)")
+    if not lines:
+        return None
+    return ("frames go missing before the node: " + "; ".join(lines) + ". Between processes on one machine, large "
+            "images need the shipped DDS profile (FASTRTPS_DEFAULT_PROFILES_FILE=<share>/sixd_pose_ros/config/"
+            "fastdds_large_images.xml for the camera driver and the node; README 'Transport'); else the camera "
+            "itself drops frames (USB bandwidth, CPU)")
+
+
 def diagnostic_array(snap: dict, *, name: str, hardware_id: str, stamp, extra: Mapping[str, object] = (),
                      warn_window_s: float = 5.0, active: bool = True, inputs: Sequence[str] = (),
                      slop: float | None = None, topics: Mapping[str, str] = {}) -> DiagnosticArray:
@@ -175,12 +264,16 @@ def diagnostic_array(snap: dict, *, name: str, hardware_id: str, stamp, extra: M
         message = snap["zero_stamp_message"]
     elif problem is not None:
         level, message = problem
+    elif _missing_frames(snap, inputs, topics) is not None:
+        level, message = DiagnosticStatus.WARN, _missing_frames(snap, inputs, topics)
     elif snap["last_error_age_s"] < warn_window_s:
         level, message = DiagnosticStatus.WARN, snap["last_error"]
     else:
         found = snap["objects_found"]
         level = DiagnosticStatus.OK
-        message = (f"{snap['output_rate_hz']:.1f} Hz, found " + (", ".join(sorted(found)) if found else "nothing"))
+        rgb_only = set(snap.get("rgb_only_objects", ()))
+        message = (f"{snap['output_rate_hz']:.1f} Hz, found " + (", ".join(
+            f"{n} (RGB-only)" if n in rgb_only else n for n in sorted(found)) if found else "nothing"))
         if snap["synchronized"] == 0:
             message = "waiting for the first synchronized frame"
     status.level, status.message = level, message
@@ -189,13 +282,19 @@ def diagnostic_array(snap: dict, *, name: str, hardware_id: str, stamp, extra: M
         ("frames_synchronized", snap["synchronized"]), ("frames_processed", snap["processed"]),
         ("frames_dropped", snap["dropped_busy"]), ("bad_frames", snap["bad_frames"]),
         ("estimator_errors", snap["estimator_errors"]), ("last_error", snap["last_error"]),
-        ("zero_stamps", snap.get("zero_stamps", 0)),
+        ("zero_stamps", snap.get("zero_stamps", 0)), ("frames_rgb_only", snap.get("rgb_only_frames", 0)),
+        ("frames_downscaled", snap.get("downscaled", 0)),
     ]
     values += [(f"received/{k}", v) for k, v in sorted(snap["received"].items())]
+    for k, w in sorted(snap.get("streams", {}).items()):
+        values += [(f"received_rate_hz/{k}", f"{w['received_hz']:.2f}"),
+                   (f"expected_rate_hz/{k}", f"{w['expected_hz']:.2f}"), (f"missing/{k}", w["missing_total"])]
     values += [(f"input_age_s/{k}", f"{v:.2f}") for k, v in sorted(snap.get("input_ages_s", {}).items())]
     values += [(f"warnings/{k}", v) for k, v in sorted(snap["warnings"].items())]
     values += [(f"latency_ms/{k}", f"{v:.1f}") for k, v in sorted(snap["latency_ms"].items())]
     values += [(f"score/{k}", f"{v:.3f}") for k, v in sorted(snap["objects_found"].items())]
+    values += [(f"depth/{k}", "rgb_only" if k in snap.get("rgb_only_objects", ()) else "rgbd")
+               for k in sorted(snap["objects_found"])]
     values += list(dict(extra).items())
     status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values]
     msg = DiagnosticArray(status=[status])

@@ -3,17 +3,23 @@ where launch is not installed).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
-__all__ = ["parse_objects", "node_parameters", "as_bool", "camera_remappings", "remap_arguments", "PACKAGE",
-           "EXECUTABLE", "CONFIG_FILE", "RVIZ_FILE", "REALSENSE_NAMESPACE", "REALSENSE_TOPICS"]
+__all__ = ["parse_objects", "node_parameters", "as_bool", "camera_remappings", "remap_arguments", "dds_profile_env",
+           "PACKAGE", "EXECUTABLE", "CONFIG_FILE", "RVIZ_FILE", "DDS_PROFILE_FILE", "DDS_PROFILE_VARIABLES",
+           "REALSENSE_NAMESPACE", "REALSENSE_TOPICS"]
 
 PACKAGE = "sixd_pose_ros"
 EXECUTABLE = "sixd_pose_node"
 CONFIG_FILE = "sixd_pose_node.yaml"
 RVIZ_FILE = "sixd_pose.rviz"
+# Fast DDS profile that carries 640x480 / 1280x720 RGB-D between processes without loss (shared
+# memory segments that hold whole frames); Fast DDS 2 reads the first variable, Fast DDS 3 the second.
+DDS_PROFILE_FILE = "fastdds_large_images.xml"
+DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 # realsense-ros 4.x (`ros2 launch realsense2_camera rs_launch.py align_depth.enable:=true`)
 # publishes under /<camera_namespace>/<camera_name> = /camera/camera.
@@ -46,6 +52,15 @@ def remap_arguments(remappings) -> list[str]:
     for src, dst in remappings:
         args += ["-r", f"{src}:={dst}"]
     return args
+
+
+def dds_profile_env(profile: str, environ=None) -> dict[str, str]:
+    """Environment for the node's process that loads the Fast DDS ``profile``: both variables,
+    unless the user already set one (their profile wins) or ``profile`` is empty (off)."""
+    environ = os.environ if environ is None else environ
+    if not profile.strip() or any(environ.get(v) for v in DDS_PROFILE_VARIABLES):
+        return {}
+    return {v: profile.strip() for v in DDS_PROFILE_VARIABLES}
 
 
 def as_bool(text: str) -> bool:
@@ -136,6 +151,10 @@ def _common_arguments(camera_namespace: str, camera_help: str, *, depth_topic: s
         DeclareLaunchArgument("objects", default_value="",
                               description="object database folders, [/a,/b] or /a,/b (overrides the file)"),
         DeclareLaunchArgument("weights_dir", default_value="", description="weights folder (overrides the file)"),
+        DeclareLaunchArgument("dds_profile", default_value=PathJoinSubstitution([share, "config", DDS_PROFILE_FILE]),
+                              description="Fast DDS profile for the node's process (large images over shared "
+                                          "memory; give the camera driver the same); ignored when "
+                                          "FASTRTPS_DEFAULT_PROFILES_FILE is already set; empty = none"),
     ]
 
 
@@ -164,6 +183,9 @@ def pose_node_actions(context, mode: str) -> list:
                                  extra={"autostart": False, "image_transport": arg("image_transport")})
     kwargs = dict(package=PACKAGE, executable=EXECUTABLE, name=EXECUTABLE, namespace=arg("namespace"),
                   output="screen", emulate_tty=True, parameters=parameters, remappings=remaps)
+    env = dds_profile_env(arg("dds_profile"))
+    if env:
+        kwargs["additional_env"] = env
     if supports_autostart(LifecycleNode):
         return [LifecycleNode(autostart=autostart, **kwargs)]
     node = LifecycleNode(**kwargs)

@@ -40,7 +40,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -49,6 +49,8 @@ from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
 from sixd_pose_ros.ros.estimator_loader import load_estimator
+from sixd_pose_ros.ros.frame_checks import OversizeError, box_valid_fraction, downscale_frame, \
+    valid_depth_fraction, without_depth
 from sixd_pose_ros.ros.frames import frame_from_msgs
 from sixd_pose_ros.ros.image_conversion import ImageEncodingError, image_from_compressed, uses_cv_bridge
 from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, live_fields, \
@@ -83,6 +85,14 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 _FOREIGN_PARAMETERS = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 # How long a frame waits for the TF to frames.output_frame at its stamp (tf2's lookup timeout).
 TF_WAIT_S = 0.2
+# Messages a camera subscription keeps until the executor takes them: 1 s at 30 Hz. Sensor-data
+# QoS keeps 5, which a loaded 2-core machine overruns at 30 Hz (frames lost at the reader).
+INPUT_DEPTH = 30
+# How long shutdown (Ctrl-C, SIGTERM) waits for a frame in the estimator.
+SHUTDOWN_WAIT_S = 1.5
+# RGB-only estimates carry this position standard deviation (a fraction of their distance) in
+# Detection3DArray's covariance: a marker that their depth is a guess, not a calibrated figure.
+RGB_ONLY_POSITION_STD = 0.1
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
 
@@ -201,12 +211,23 @@ class SixdPoseNode(_BaseNode):
         group = MutuallyExclusiveCallbackGroup()
         self._active = True
         self._subs = [self.create_subscription(types[n], topics[n], partial(self._on_input, i, n),
-                                               qos_profile_sensor_data, callback_group=group)
+                                               self._input_qos(), callback_group=group)
                       for i, n in enumerate(names)]
         self.state_label = "active"
         resolved = ", ".join(s.topic_name for s in self._subs)
         self.get_logger().info(f"active: listening to {resolved} (sync: {self._sync.backend}, slop {p.slop} s)")
         return SUCCESS
+
+    def _input_qos(self) -> QoSProfile:
+        """Sensor-data QoS (best effort, volatile) keeping INPUT_DEPTH (or queue_size, if larger)
+        messages per input: what arrives while the executor is busy (the estimator on the same
+        CPU cores) waits in the reader instead of pushing frames out, which would also read as
+        frames lost in transport; ``reliable_inputs`` asks for reliable delivery (the publisher
+        must offer it, and a slow node then slows the camera)."""
+        p = self.params
+        return QoSProfile(depth=max(INPUT_DEPTH, p.queue_size), history=HistoryPolicy.KEEP_LAST,
+                          reliability=ReliabilityPolicy.RELIABLE if p.reliable_inputs else ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._stop_processing()
@@ -218,7 +239,9 @@ class SixdPoseNode(_BaseNode):
         return SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release_all()
+        # Ctrl-C must end the process within seconds: a frame still in the estimator is left to
+        # its daemon thread (its outputs are never published: the node is inactive by then).
+        self._release_all(worker_timeout=SHUTDOWN_WAIT_S)
         self.state_label = "finalized"
         return SUCCESS
 
@@ -246,19 +269,20 @@ class SixdPoseNode(_BaseNode):
         """configure + activate (what ``sixd_pose_node`` does unless autostart is false)."""
         return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
 
-    def _stop_processing(self) -> None:
+    def _stop_processing(self, worker_timeout: float = 30.0) -> None:
         self._active = False
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
         if self._worker is not None:
-            if not self._worker.stop(timeout=30.0):
-                self.get_logger().warning("the estimator did not finish its frame within 30 s of deactivation")
+            if not self._worker.stop(timeout=worker_timeout):
+                self.get_logger().warning(f"the estimator did not finish its frame within {worker_timeout:g} s of "
+                                          f"deactivation; not waiting for it")
             self._worker = None
         self._sync = None
 
-    def _release_all(self) -> None:
-        self._stop_processing()
+    def _release_all(self, worker_timeout: float = 30.0) -> None:
+        self._stop_processing(worker_timeout)
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
@@ -319,38 +343,80 @@ class SixdPoseNode(_BaseNode):
         msgs, t_arrival = item
         color, info = msgs[0], msgs[1]
         depth = msgs[2] if len(msgs) > 2 else None
+        p = self.params
         t0 = time.perf_counter()
         try:
+            if isinstance(color, Image):
+                self._check_size(color.width, color.height)  # refuse before converting anything
             if isinstance(color, CompressedImage):
                 color = image_from_compressed(color)
-            frame = frame_from_msgs(color, info, depth, frame_id=self.params.camera_frame)
+                self._check_size(color.width, color.height)
+            frame = frame_from_msgs(color, info, depth, frame_id=p.camera_frame)
+            full_size = frame.size
+            frame, scale = downscale_frame(frame, p.max_pixels)
         except FrameError as exc:
-            self._bad_input(_error_kind(exc), str(exc))
+            self._bad_input("size" if isinstance(exc, OversizeError) else _error_kind(exc), str(exc))
             return
-        if not (self.params.camera_frame or color.header.frame_id):
+        if scale < 1.0:
+            self.stats.downscaled_frame()
+            self._warn("downscaled", f"colour images of {full_size[0]}x{full_size[1]} are above max_pixels "
+                                     f"({p.max_pixels}): downscaled to {frame.size[0]}x{frame.size[1]} with K "
+                                     f"scaled to match (poses in meters are unaffected; the debug image and boxes "
+                                     f"are at the smaller size); set the camera to a lower resolution to save "
+                                     f"the conversion")
+        if not (p.camera_frame or color.header.frame_id):
             self._warn("frame_id", f"the colour image has an empty header.frame_id: outputs use {frame.frame_id!r}; "
                                    f"set the camera driver's frame id or frames.camera_frame")
-        if frame.depth is not None and not np.any(frame.depth > 0):
-            self._bad_input("depth", "the depth image has no valid measurement (all 0 or NaN): check the depth "
-                                     "stream, or set use_depth:=false for RGB only")
+        # Depth honesty: a depth image without enough measurements never reaches the estimator as
+        # RGB-D; it runs its RGB-only path and the outputs say so.
+        frame_reason = ""
+        if frame.depth is not None:
+            valid = valid_depth_fraction(frame.depth)
+            if valid < p.depth_min_valid_fraction:
+                frame_reason = (f"depth unusable ({valid:.1%} of the depth image valid, below "
+                                f"depth.min_valid_fraction {p.depth_min_valid_fraction:g})")
+                frame = without_depth(frame)
         self._camera_frame = frame.frame_id
         t1 = time.perf_counter()
-        try:
-            poses = self.estimator.estimate(frame)
-        except FrameError as exc:
-            self._bad_input(_error_kind(exc), str(exc))
+        poses = self._estimate(frame, color)
+        if poses is None:
             return
-        except Exception as exc:  # noqa: BLE001 - the node keeps running whatever the estimator does
-            self._bad_input("estimator", f"the estimator failed on the frame stamped {color.header.stamp.sec}."
-                                         f"{color.header.stamp.nanosec:09d} ({type(exc).__name__}: {exc}); the node "
-                                         f"goes on with the next frame")
-            self.get_logger().debug(traceback.format_exc())
-            return
+        rgb_only: dict[str, str] = {pose.name: frame_reason for pose in poses} if frame_reason else {}
+        if frame.depth is not None and poses:
+            holes = {pose.name: box_valid_fraction(frame.depth, pose.box) for pose in poses}
+            holes = {n: f for n, f in holes.items() if f < p.depth_min_valid_in_box}
+            if holes:  # those objects take their RGB-only estimate, not one aligned to a few pixels
+                rgb_poses = self._estimate(without_depth(frame), color)
+                if rgb_poses is None:
+                    return
+                by_name: dict[str, list] = {}
+                for pose in rgb_poses:
+                    by_name.setdefault(pose.name, []).append(pose)
+                kept = []
+                for pose in poses:
+                    if pose.name not in holes:
+                        kept.append(pose)
+                    elif by_name.get(pose.name):
+                        kept.append(by_name[pose.name].pop(0))
+                        rgb_only[pose.name] = (f"depth unusable in {pose.name}'s box ({holes[pose.name]:.0%} valid, "
+                                               f"below depth.min_valid_in_box {p.depth_min_valid_in_box:g})")
+                poses = kept
+        if rgb_only:
+            scaled = [dataclasses.replace(pose, score=float(pose.score) * p.rgb_only_score_scale)
+                      if pose.name in rgb_only else pose for pose in poses]
+            poses = [pose for pose in scaled if pose.name not in rgb_only or pose.score >= p.min_score]
+        if frame_reason or rgb_only:
+            reasons = sorted(set(rgb_only.values()) | ({frame_reason} if frame_reason else set()))
+            self._bad_input("rgb_only", f"RGB-only: {'; '.join(reasons)}; estimates published with score x "
+                                        f"{p.rgb_only_score_scale:g} and a position covariance (check the depth "
+                                        f"stream, its alignment to colour, and the object's surface)")
         t2 = time.perf_counter()
         if not self._active or self.outputs is None:
             return
         header = Header(stamp=color.header.stamp, frame_id=frame.frame_id)
-        self.outputs.publish(poses, header, frame.rgb, frame.K,
+        marked = {pose.name: RGB_ONLY_POSITION_STD * float(np.linalg.norm(pose.t)) for pose in poses
+                  if pose.name in rgb_only}
+        self.outputs.publish(poses, header, frame.rgb, frame.K, rgb_only=marked,
                              **self._output_frame_args(header, frame.stamp_ns, bool(poses)))
         t3 = time.perf_counter()
         stage_ms: dict[str, float] = {}
@@ -358,7 +424,28 @@ class SixdPoseNode(_BaseNode):
             stage_ms.update(pose.stage_ms or {})
         stage_ms.update({"convert": 1000 * (t1 - t0), "estimate": 1000 * (t2 - t1), "publish": 1000 * (t3 - t2),
                          "total": 1000 * (t3 - t_arrival)})
-        self.stats.done(stage_ms, {p.name: p.score for p in poses})
+        self.stats.done(stage_ms, {p.name: p.score for p in poses}, rgb_only=bool(frame_reason or rgb_only),
+                        rgb_only_objects=sorted(marked))
+
+    def _check_size(self, width: int, height: int) -> None:
+        p = self.params
+        if p.oversize == "refuse" and int(width) * int(height) > p.max_pixels:
+            raise OversizeError(f"colour image {width}x{height} ({int(width) * int(height)} pixels) is above "
+                                f"max_pixels ({p.max_pixels}) and oversize is refuse: the frame is dropped; set "
+                                f"the camera to a lower resolution, raise max_pixels, or set oversize:=downscale")
+
+    def _estimate(self, frame, color):
+        """The estimator's poses for the frame, or None (the problem reported) when it failed."""
+        try:
+            return self.estimator.estimate(frame)
+        except FrameError as exc:
+            self._bad_input(_error_kind(exc), str(exc))
+        except Exception as exc:  # noqa: BLE001 - the node keeps running whatever the estimator does
+            self._bad_input("estimator", f"the estimator failed on the frame stamped {color.header.stamp.sec}."
+                                         f"{color.header.stamp.nanosec:09d} ({type(exc).__name__}: {exc}); the node "
+                                         f"goes on with the next frame")
+            self.get_logger().debug(traceback.format_exc())
+        return None
 
     # ---------------------------------------------------------------- output frame (TF)
 

@@ -64,9 +64,20 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                                  "published; a detection needs a little more to start a track"),
     "tracking.max_lost_frames": (2, "this many lost frames in a row end a track: the next frame runs full "
                                     "detection"),
+    "depth.min_valid_fraction": (0.05, "a depth image with fewer valid pixels (0..1 of the image; 0 or NaN = no "
+                                       "measurement) is unusable: the frame runs RGB-only, its estimates marked so"),
+    "depth.min_valid_in_box": (0.2, "an object whose box holds fewer valid depth pixels (0..1 of the box) gets its "
+                                    "RGB-only estimate instead, marked so"),
+    "depth.rgb_only_score_scale": (0.5, "RGB-only estimates (depth unusable) publish score x this (0..1), and "
+                                        "min_score applies after it: never the confidence of an RGB-D estimate"),
+    "max_pixels": (2_073_600, "colour images with more pixels than this (default 1920x1080) are downscaled to fit "
+                              "(K scaled to match; poses are unaffected) or refused, see oversize"),
+    "oversize": ("downscale", "what to do with an image above max_pixels: downscale or refuse (with a message)"),
     "max_rate_hz": (0.0, "process at most this many frames per second (0 = as fast as the estimator runs)"),
     "slop": (0.05, "approximate-time sync: max stamp difference (s) between image, depth and camera_info"),
-    "queue_size": (10, "approximate-time sync: messages kept per input"),
+    "queue_size": (10, "approximate-time sync: messages kept per input (the input subscriptions keep at least 30)"),
+    "reliable_inputs": (False, "subscribe to the camera topics reliably (the camera must publish reliably; a slow "
+                               "node then slows the camera); false = best effort, the sensor-data QoS"),
     "publish_tf": (True, "broadcast camera -> <tf_prefix><object> on /tf"),
     "publish_markers": (True, "publish ~/markers (mesh, or a box when the mesh cannot be shown)"),
     "publish_debug_image": (True, "publish ~/debug_image (boxes and axes drawn over the colour image)"),
@@ -89,6 +100,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "rotation_search": (0, 504),
     "tracking.min_health": (0.0, 1.0),
     "tracking.max_lost_frames": (1, 1000),
+    "depth.min_valid_fraction": (0.0, 1.0),
+    "depth.min_valid_in_box": (0.0, 1.0),
+    "depth.rgb_only_score_scale": (0.0, 1.0),
+    "max_pixels": (4096, 100_000_000),
     "max_rate_hz": (0.0, 1000.0),
     "slop": (0.0, 10.0),
     "queue_size": (1, 1000),
@@ -98,7 +113,8 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 # Applied to the next frame when set on a configured node; every other parameter is read-only.
-LIVE = frozenset({"min_score", "tracking.enabled", "tracking.min_health", "tracking.max_lost_frames", "max_rate_hz",
+LIVE = frozenset({"min_score", "depth.min_valid_fraction", "depth.min_valid_in_box", "depth.rgb_only_score_scale",
+                  "max_pixels", "oversize", "tracking.enabled", "tracking.min_health", "tracking.max_lost_frames", "max_rate_hz",
                   "slop", "diagnostics_period", "warn_period", "frames.tf_prefix", "frames.camera_frame",
                   "frames.output_frame"})
 
@@ -134,12 +150,18 @@ class NodeParams:
     use_depth: bool
     depth_proposals: int
     rotation_search: int
+    depth_min_valid_fraction: float
+    depth_min_valid_in_box: float
+    rgb_only_score_scale: float
+    max_pixels: int
+    oversize: str
     tracking_enabled: bool
     tracking_min_health: float
     tracking_max_lost_frames: int
     max_rate_hz: float
     slop: float
     queue_size: int
+    reliable_inputs: bool
     publish_tf: bool
     publish_markers: bool
     publish_debug_image: bool
@@ -273,6 +295,11 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         problems.append(f"precision: {precision!r} must be fp16 or fp32")
         precision = "fp16"
 
+    oversize = v["oversize"]
+    if oversize not in ("downscale", "refuse"):
+        problems.append(f"oversize: {oversize!r} must be downscale or refuse")
+        oversize = "downscale"
+
     params = NodeParams(
         mode=mode if isinstance(mode, str) else "",
         objects=tuple(objects),
@@ -284,12 +311,18 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         use_depth=_as_bool("use_depth", v["use_depth"], problems),
         depth_proposals=_as_int("depth_proposals", v["depth_proposals"], problems),
         rotation_search=_as_int("rotation_search", v["rotation_search"], problems),
+        depth_min_valid_fraction=_as_float("depth.min_valid_fraction", v["depth.min_valid_fraction"], problems),
+        depth_min_valid_in_box=_as_float("depth.min_valid_in_box", v["depth.min_valid_in_box"], problems),
+        rgb_only_score_scale=_as_float("depth.rgb_only_score_scale", v["depth.rgb_only_score_scale"], problems),
+        max_pixels=_as_int("max_pixels", v["max_pixels"], problems),
+        oversize=oversize,
         tracking_enabled=_as_bool("tracking.enabled", v["tracking.enabled"], problems),
         tracking_min_health=_as_float("tracking.min_health", v["tracking.min_health"], problems),
         tracking_max_lost_frames=_as_int("tracking.max_lost_frames", v["tracking.max_lost_frames"], problems),
         max_rate_hz=_as_float("max_rate_hz", v["max_rate_hz"], problems),
         slop=_as_float("slop", v["slop"], problems, lo_open=True),
         queue_size=_as_int("queue_size", v["queue_size"], problems),
+        reliable_inputs=_as_bool("reliable_inputs", v["reliable_inputs"], problems),
         publish_tf=_as_bool("publish_tf", v["publish_tf"], problems),
         publish_markers=_as_bool("publish_markers", v["publish_markers"], problems),
         publish_debug_image=_as_bool("publish_debug_image", v["publish_debug_image"], problems),
@@ -323,6 +356,8 @@ def unknown_parameter_problems(names) -> list[str]:
 # NodeParams field of each parameter that applies live.
 _FIELDS = {"min_score": "min_score", "tracking.enabled": "tracking_enabled", "tracking.min_health":
            "tracking_min_health", "tracking.max_lost_frames": "tracking_max_lost_frames",
+           "depth.min_valid_fraction": "depth_min_valid_fraction", "depth.min_valid_in_box": "depth_min_valid_in_box",
+           "depth.rgb_only_score_scale": "rgb_only_score_scale", "max_pixels": "max_pixels", "oversize": "oversize",
            "max_rate_hz": "max_rate_hz", "slop": "slop", "diagnostics_period": "diagnostics_period",
            "warn_period": "warn_period", "frames.tf_prefix": "tf_prefix", "frames.camera_frame": "camera_frame",
            "frames.output_frame": "output_frame"}

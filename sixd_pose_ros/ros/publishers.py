@@ -18,7 +18,7 @@ TFMessage with the broadcaster's QoS (reliable, volatile, depth 100).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TransformStamped
@@ -94,7 +94,8 @@ def _box_size(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(max(v, 1e-3)) for v in (hi - lo))
 
 
-def detection_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], header: Header):
+def detection_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], header: Header,
+                    rgb_only: Mapping[str, float] = {}):
     """vision_msgs/Detection3DArray of one frame: one Detection3D per found instance, none when
     nothing was found.
 
@@ -102,7 +103,10 @@ def detection_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], he
     (object -> camera; covariance zero, i.e. not estimated); ``bbox`` is the object's box from
     :func:`object_box` placed by the pose (its centre is the pose when the mesh is centred on its
     origin, as BOP meshes are); ``id`` is the object name (``name/k`` when the name is found more
-    than once in the frame), stable across frames for one object.
+    than once in the frame), stable across frames for one object. ``rgb_only`` (object name ->
+    position standard deviation, m) marks estimates made without usable depth: their pose
+    covariance has that variance on x, y and z (isotropic, so the same in any frame), where an
+    RGB-D estimate's is zero (not estimated).
     """
     msg = Detection3DArray(header=header)
     by_name = {i.name: i for i in infos}
@@ -116,6 +120,9 @@ def detection_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], he
         hyp.hypothesis.class_id = pose.name
         hyp.hypothesis.score = float(pose.score)
         _fill_pose(hyp.pose.pose, R, t)
+        if pose.name in rgb_only:
+            var = float(rgb_only[pose.name]) ** 2
+            hyp.pose.covariance = [var if i in (0, 7, 14) else 0.0 for i in range(36)]
         det = Detection3D(header=header, results=[hyp])
         lo, hi = object_box(by_name.get(pose.name))
         _fill_pose(det.bbox.center, R, R @ ((lo + hi) / 2) + t)
@@ -131,7 +138,8 @@ def marker_alpha(score: float) -> float:
     return float(np.clip(0.15 + 0.85 * score, 0.15, 1.0))
 
 
-def marker_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], header: Header) -> MarkerArray:
+def marker_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], header: Header,
+                 rgb_only: Collection[str] = ()) -> MarkerArray:
     """For each known object: a mesh (or a box the size of its bounding box) and a text label where
     it was found; DELETE actions for those not found in this frame."""
     found = {p.name: p for p in poses}
@@ -166,7 +174,7 @@ def marker_array(poses: Sequence[ObjectPose], infos: Sequence[ObjectInfo], heade
         size = info.diameter if info is not None else 0.1
         label.action = Marker.ADD
         label.type = Marker.TEXT_VIEW_FACING
-        label.text = f"{name} {pose.score:.2f}"
+        label.text = f"{name} {pose.score:.2f}" + (" RGB-only" if name in rgb_only else "")
         label.scale.z = float(max(0.2 * size, 0.01))
         label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         _fill_pose(label.pose, np.eye(3), t - np.array([0.0, 0.6 * size, 0.0]))  # above it (camera y is down)
@@ -209,11 +217,13 @@ class OutputPublishers:
 
     def publish(self, poses: Sequence[ObjectPose], header: Header, rgb: np.ndarray | None = None,
                 K: np.ndarray | None = None, *, output_header: Header | None = None,
-                output_transform: np.ndarray | None | bool = False, publish_tf: bool = True) -> None:
+                output_transform: np.ndarray | None | bool = False, publish_tf: bool = True,
+                rgb_only: Mapping[str, float] = {}) -> None:
         """One frame's outputs. ``output_header`` (another frame) with ``output_transform`` (camera
         -> that frame, (4, 4)) moves poses and detections there; ``output_transform=None`` means
         TF had no transform: poses and detections are left out this frame. ``publish_tf=False``
-        leaves out TF (e.g. a frame stamped 0, which TF cannot place in time)."""
+        leaves out TF (e.g. a frame stamped 0, which TF cannot place in time). ``rgb_only``: see
+        :func:`detection_array`; their marker labels say RGB-only."""
         out_poses, out_header = poses, header
         if output_header is not None:
             out_header = output_header
@@ -222,7 +232,7 @@ class OutputPublishers:
             elif output_transform is not False:
                 out_poses = transform_poses(poses, output_transform)
         if self.detections is not None and out_poses is not None:  # every frame, empty when nothing was found
-            self.detections.publish(detection_array(out_poses, self.infos, out_header))
+            self.detections.publish(detection_array(out_poses, self.infos, out_header, rgb_only))
         for pose in out_poses or ():
             pub = self.poses.get(pose.name)
             if pub is None:  # an object the estimator reports that was not announced at configure
@@ -235,7 +245,7 @@ class OutputPublishers:
             else:
                 self._tf_pub.publish(self._tf_msg(transforms=transforms))
         if self.markers is not None:
-            self.markers.publish(marker_array(poses, self.infos, header))
+            self.markers.publish(marker_array(poses, self.infos, header, rgb_only))
         if self.debug_image is not None and rgb is not None and K is not None \
                 and self.debug_image.get_subscription_count() > 0:
             self.debug_image.publish(array_to_image(draw_overlay(rgb, K, poses, self._axis), "rgb8", header))

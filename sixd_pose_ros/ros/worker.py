@@ -88,6 +88,7 @@ class LatestWorker:
                     except Exception:  # noqa: BLE001
                         pass
             finally:
+                item = None  # a processed frame (a 4K one is 25 MB) is not kept until the next one
                 with self._cond:
                     self._busy = False
                     self.processed += 1

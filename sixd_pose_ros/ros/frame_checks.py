@@ -1,0 +1,85 @@
+"""What the node checks and fixes on a converted frame before the estimator sees it: the size
+bound (downscale with K scaled to match, or refuse), and whether the depth is usable at all
+(frame) or where an object was found (its box). No ROS import; numpy and cv2 only.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sixd_pose_ros.pipeline.types import Frame, FrameError
+
+__all__ = ["valid_depth_fraction", "box_valid_fraction", "without_depth", "downscale_factor", "downscale_frame",
+           "scale_intrinsics", "OversizeError"]
+
+
+class OversizeError(FrameError):
+    """An image above max_pixels with oversize:=refuse."""
+
+
+def valid_depth_fraction(depth: np.ndarray) -> float:
+    """Fraction of pixels with a measurement (finite and > 0)."""
+    depth = np.asarray(depth)
+    if depth.size == 0:
+        return 0.0
+    return float(np.count_nonzero(depth > 0)) / depth.size  # NaN > 0 is False
+
+
+def box_valid_fraction(depth: np.ndarray, box) -> float:
+    """Fraction of the pixels inside ``box`` (x0, y0, x1, y1, clipped to the image) with a
+    measurement; 0.0 for a box entirely outside the image."""
+    h, w = depth.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64)[:4])
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        return 0.0
+    c0, r0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+    c1, r1 = min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))
+    if c1 <= c0 or r1 <= r0:
+        return 0.0
+    return valid_depth_fraction(depth[r0:r1, c0:c1])
+
+
+def without_depth(frame: Frame) -> Frame:
+    """The same frame for the estimator's RGB-only path."""
+    return Frame(rgb=frame.rgb, K=frame.K, depth=None, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id)
+
+
+def downscale_factor(width: int, height: int, max_pixels: int) -> float:
+    """The scale (< 1) that brings width x height within max_pixels, or 1.0 when it fits."""
+    pixels = int(width) * int(height)
+    if pixels <= max_pixels:
+        return 1.0
+    return math.sqrt(max_pixels / pixels)
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """K of the image resized by (sx, sy) (pixel centres kept: c' = (c + 0.5) s - 0.5)."""
+    K2 = np.array(K, dtype=np.float64, copy=True)
+    K2[0, 0] *= sx
+    K2[0, 1] *= sx
+    K2[1, 1] *= sy
+    K2[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K2[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return K2
+
+
+def downscale_frame(frame: Frame, max_pixels: int) -> tuple[Frame, float]:
+    """(frame within max_pixels, scale): colour with area interpolation, depth with nearest
+    neighbour (never a depth blended across an edge), K scaled to the new size, so poses in
+    meters are the same as on the full image."""
+    w, h = frame.size
+    s = downscale_factor(w, h, max_pixels)
+    if s >= 1.0:
+        return frame, 1.0
+    import cv2
+
+    nw, nh = max(16, int(w * s)), max(16, int(h * s))
+    while nw * nh > max_pixels and nw > 16 and nh > 16:  # rounding never lets it exceed the bound
+        nw, nh = nw - 1, max(16, int(round(nw * h / w)))
+    rgb = cv2.resize(frame.rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+    depth = None
+    if frame.depth is not None:
+        depth = cv2.resize(frame.depth, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    K = scale_intrinsics(frame.K, nw / w, nh / h)
+    return Frame(rgb=rgb, K=K, depth=depth, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id), nw / w
