@@ -1,6 +1,7 @@
 """What the node checks and fixes on a converted frame before the estimator sees it: the size
-bound (downscale with K scaled to match, or refuse), and whether the depth is usable at all
-(frame) or where an object was found (its box). No ROS import; numpy and cv2 only.
+bound (downscale with K scaled to match, or refuse), lens distortion (removed, K kept), and
+whether the depth is usable at all (frame) or where an object was found (its box). No ROS
+import; numpy and cv2 only.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from sixd_pose_ros.pipeline.types import Frame, FrameError
 
 __all__ = ["valid_depth_fraction", "box_valid_fraction", "without_depth", "downscale_factor", "downscale_frame",
-           "scale_intrinsics", "OversizeError"]
+           "scale_intrinsics", "OversizeError", "Undistorter", "UNDISTORTED_MODELS"]
 
 
 class OversizeError(FrameError):
@@ -83,3 +84,45 @@ def downscale_frame(frame: Frame, max_pixels: int) -> tuple[Frame, float]:
         depth = cv2.resize(frame.depth, (nw, nh), interpolation=cv2.INTER_NEAREST)
     K = scale_intrinsics(frame.K, nw / w, nh / h)
     return Frame(rgb=rgb, K=K, depth=depth, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id), nw / w
+
+
+# camera_info distortion models the node removes (image_geometry's names); every other model is
+# used as if undistorted, with a throttled warning naming it.
+UNDISTORTED_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+
+
+class Undistorter:
+    """Removes lens distortion from a frame (colour bilinear, depth nearest: never a depth blended
+    across an edge) with the new camera matrix = K, so K and everything downstream are
+    unchanged. The remap tables are computed once per (size, K, model, D) and reused."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._maps = None
+
+    @staticmethod
+    def needed(model: str, D) -> bool:
+        """True when D holds a non-zero coefficient (an all-zero or empty D is a pinhole)."""
+        return bool(np.any(np.asarray(D, dtype=np.float64) != 0.0))
+
+    def __call__(self, frame: Frame, model: str, D) -> Frame:
+        """The undistorted frame. Raises ValueError for a model outside UNDISTORTED_MODELS."""
+        import cv2
+
+        if model not in UNDISTORTED_MODELS:
+            raise ValueError(f"distortion model {model!r} is not supported")
+        D = np.asarray(D, dtype=np.float64).ravel()
+        w, h = frame.size
+        key = (w, h, frame.K.tobytes(), model, D.tobytes())
+        if key != self._key:
+            if model == "equidistant":
+                maps = cv2.fisheye.initUndistortRectifyMap(frame.K, D[:4], np.eye(3), frame.K, (w, h), cv2.CV_32FC1)
+            else:
+                maps = cv2.initUndistortRectifyMap(frame.K, D, np.eye(3), frame.K, (w, h), cv2.CV_32FC1)
+            self._key, self._maps = key, maps
+        mx, my = self._maps
+        rgb = cv2.remap(frame.rgb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        depth = None
+        if frame.depth is not None:
+            depth = cv2.remap(frame.depth, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return Frame(rgb=rgb, K=frame.K, depth=depth, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id)

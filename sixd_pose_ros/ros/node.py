@@ -15,6 +15,11 @@ configure + activate itself when ``autostart`` is true):
 - deactivate: drop the subscriptions and stop the worker (publishers stay).
 - cleanup / shutdown: also drop the publishers and release the estimator.
 
+Frames: lens distortion in camera_info (plumb_bob, rational_polynomial, equidistant) is removed
+with K kept (other models: a throttled warning naming them); colour above max_pixels is
+downscaled (K scaled) or refused; a depth image, or an object's box, without enough valid
+depth makes the estimate RGB-only, published so (frame_checks.py, README "The node on a robot").
+
 Processing: each synchronized set goes to one worker thread through a single pending slot, so
 the newest frame wins; a set that arrives while another is pending replaces it and counts as
 dropped. Subscription callbacks only queue and never block. Outputs carry the colour image's
@@ -49,8 +54,8 @@ from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
 from sixd_pose_ros.ros.estimator_loader import load_estimator
-from sixd_pose_ros.ros.frame_checks import OversizeError, box_valid_fraction, downscale_frame, \
-    valid_depth_fraction, without_depth
+from sixd_pose_ros.ros.frame_checks import UNDISTORTED_MODELS, OversizeError, Undistorter, box_valid_fraction, \
+    downscale_frame, valid_depth_fraction, without_depth
 from sixd_pose_ros.ros.frames import frame_from_msgs
 from sixd_pose_ros.ros.image_conversion import ImageEncodingError, image_from_compressed, uses_cv_bridge
 from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, live_fields, \
@@ -136,6 +141,8 @@ class SixdPoseNode(_BaseNode):
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._tf_buffer: TransformBuffer | None = None
         self._tf_subs: list = []
+        self._undistorter = Undistorter()
+        self._distortion = ""
 
     # ---------------------------------------------------------------- lifecycle transitions
 
@@ -352,6 +359,7 @@ class SixdPoseNode(_BaseNode):
                 color = image_from_compressed(color)
                 self._check_size(color.width, color.height)
             frame = frame_from_msgs(color, info, depth, frame_id=p.camera_frame)
+            frame = self._undistort(frame, info)
             full_size = frame.size
             frame, scale = downscale_frame(frame, p.max_pixels)
         except FrameError as exc:
@@ -426,6 +434,25 @@ class SixdPoseNode(_BaseNode):
                          "total": 1000 * (t3 - t_arrival)})
         self.stats.done(stage_ms, {p.name: p.score for p in poses}, rgb_only=bool(frame_reason or rgb_only),
                         rgb_only_objects=sorted(marked))
+
+    def _undistort(self, frame, info):
+        """The frame without lens distortion (camera_info's model and D; K kept as the new camera
+        matrix), or as it is, with a throttled warning naming the model, for a model we do not
+        remove. Before the size bound: the maps are for the camera's own resolution."""
+        model = (info.distortion_model or "").strip()
+        if not Undistorter.needed(model, info.d):
+            self._distortion = "none"
+            return frame
+        if model not in UNDISTORTED_MODELS:
+            self._distortion = f"unsupported: {model or '(empty)'}"
+            self._warn("distortion", f"camera_info distortion model {model or '(empty)'!r} with D = "
+                                     f"{[round(float(v), 4) for v in info.d]} is not supported (only "
+                                     f"{', '.join(UNDISTORTED_MODELS)}): the images are used as if undistorted, so "
+                                     f"poses near the image border are off; rectify them first (image_proc "
+                                     f"rectify) and remap image to image_rect")
+            return frame
+        self._distortion = model
+        return self._undistorter(frame, model, info.d)
 
     def _check_size(self, width: int, height: int) -> None:
         p = self.params
@@ -568,6 +595,7 @@ class SixdPoseNode(_BaseNode):
             "tf_backend": self.outputs.tf_backend if self.outputs else "",
             "detections_backend": self.outputs.detections_backend if self.outputs else "",
             "image_conversion": "cv_bridge" if uses_cv_bridge() else "numpy",
+            "distortion": self._distortion,
         }
         period = self.params.diagnostics_period if self.params else 1.0
         subs = list(self._subs)
