@@ -159,7 +159,7 @@ def _cmd_build_object(args: argparse.Namespace) -> None:
                   file=sys.stderr)
     path = build_object_database(args.mesh, args.name, args.out, args.unit, encoder, encoder_id,
                                  coarse=args.coarse, overwrite=args.overwrite,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, templates=True)
     info = json.loads((path / "object.json").read_text())
     sec = info["build"]["seconds"]
     cb = info["codebook"]

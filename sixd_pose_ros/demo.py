@@ -68,7 +68,7 @@ def run_demo(out: Path, overwrite: bool = True, progress: bool = True, weights: 
     db = build_object_database(mesh_path, "drill", out / "objects", unit="mm",
                                encoder=as_encoder(load_autoencoder(Path(weights) / "autoencoder.pt")),
                                encoder_id=weights_identity(Path(weights) / "autoencoder.pt"),
-                               overwrite=True, progress=progress, **(codebook or DEMO_CODEBOOK))
+                               overwrite=True, progress=progress, templates=True, **(codebook or DEMO_CODEBOOK))
     timings["build_object_s"] = time.perf_counter() - t1
 
     from sixd_pose_ros.ros.demo_runner import play_and_score  # the only ROS part of the demo

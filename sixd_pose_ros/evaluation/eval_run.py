@@ -200,7 +200,8 @@ def _build_database(mesh_path: Path, name: str, unit: str, objects_dir: Path, op
     return build_object_database(mesh_path, name, objects_dir, unit=unit,
                                  encoder=as_encoder(load_autoencoder(weights / "autoencoder.pt")),
                                  encoder_id=encoder_id, coarse=not options.full_codebook,
-                                 overwrite=True, progress=options.progress, **grid)
+                                 overwrite=True, progress=options.progress,
+                                 templates=options.templates is not False, **grid)
 
 
 # ------------------------------------------------------------------------------------------------

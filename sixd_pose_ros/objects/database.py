@@ -5,7 +5,9 @@
     object.json      what the folder holds and what built it (below)
     mesh.ply         the mesh in meters (mesh.glb when it is textured: the texture is embedded)
     references.npz   ReferenceSet: 64 rendered reference views (detector, selector, refiner)
-    codebook.npz     Codebook: pose codes of the rotation grid (rotation retrieval)
+    codebook.npz     Codebook: pose codes of the rotation grid (the trained encoder's retrieval)
+    templates.npz    TemplateSet: views encoded by the frozen pretrained backbone (rotation
+                     retrieval and PnP; objects/templates.py); added on first load when absent
 
 ``object.json`` records: ``name``; ``unit`` (of the stored mesh: always ``"m"``); ``mesh`` (file
 name, its sha256, the geometry hash the codebook carries, vertex and face counts); ``source``
@@ -216,6 +218,7 @@ def build_object_database(
     symmetry: Any = None,
     weights: Optional[dict] = None,
     batch: int = 256,
+    templates: bool = False,
 ) -> Path:
     """Build ``out_dir/name/`` from a mesh file (atomic: all or nothing).
 
@@ -237,6 +240,10 @@ def build_object_database(
         weights: ``{role: sha256}`` recorded for the detector / refiner (default: the
             package's weights present now, see :func:`shipped_weight_ids`).
         batch: encoder batch size.
+        templates: also encode the pretrained-feature templates (``templates.npz``,
+            objects/templates.py) that known-model mode retrieves rotations from; without them
+            the estimator encodes them when it loads the folder (about a minute per object on
+            2 CPU cores).
 
     Returns:
         The object folder.
@@ -288,6 +295,12 @@ def build_object_database(
             seconds["render_views"] = codebook.timings["render"]
             seconds["warp"] = codebook.timings["warp"]
             seconds["encode"] = codebook.timings["encode"]
+        if templates:
+            from sixd_pose_ros.objects.templates import load_or_build_templates
+
+            t = time.perf_counter()
+            load_or_build_templates(tmp, mesh, progress=progress)
+            seconds["templates"] = time.perf_counter() - t
         t = time.perf_counter()
         refs.save(tmp / "references.npz")
         if codebook is not None:

@@ -7,6 +7,8 @@ PoseStamped answers, matched to ground truth by stamp.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,9 @@ def play_and_score(frames: Sequence[SceneFrame], object_dir: str | Path, weights
                    overlay_path: Path | None = None, timeout_per_frame: float = 30.0,
                    min_score: float = 0.0) -> dict:
     """Publish each frame, wait for the node's answer, return accuracy and latency."""
+    # BOP frame 0 is stamped 0, which the node rightly drops (a 0 stamp cannot be placed in
+    # time): the recording starts one second after the epoch instead.
+    frames = [dataclasses.replace(f, stamp_ns=f.stamp_ns + 10**9) for f in frames]
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = SixdPoseNode(context=ctx, namespace="camera", cli_args=remap_arguments(camera_remappings("/camera")),
