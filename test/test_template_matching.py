@@ -88,3 +88,14 @@ def test_stale_templates_are_rebuilt_not_used(setup, tmp_path):
     path.write_bytes(b"not an npz")
     with pytest.raises(TemplateFormatError, match="rebuild the object"):
         TemplateSet.load(path)
+
+
+def test_pnp_on_degenerate_matches_gives_none_not_an_error(setup, monkeypatch):
+    _, _, templates, matcher = setup
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    with torch_single_thread():
+        query = matcher.crop(rgb, K, [np.array([0.0, 0.0, 0.7])])[0]
+    # Every match on one model point: SQPnP refuses such input with an OpenCV assertion.
+    monkeypatch.setattr(matcher, "correspondences",
+                        lambda q, j: (np.zeros((20, 3)), np.full((20, 2), 100.0)))
+    assert matcher.pnp(query, K, [0, 1]) is None

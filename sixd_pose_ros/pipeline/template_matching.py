@@ -183,13 +183,16 @@ class TemplateMatcher:
         if len(X) < 6:
             return None
         Kc = query.camera.K
-        ok, rvec, tvec, inliers = cv2.solvePnPRansac(X, uv, Kc, None, iterationsCount=300,
-                                                     reprojectionError=reprojection_px,
-                                                     flags=cv2.SOLVEPNP_SQPNP)
-        if not ok or inliers is None or len(inliers) < 6:
-            return None
-        inl = inliers[:, 0]
-        rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], Kc, None, rvec, tvec)
+        try:
+            ok, rvec, tvec, inliers = cv2.solvePnPRansac(X, uv, Kc, None, iterationsCount=300,
+                                                         reprojectionError=reprojection_px,
+                                                         flags=cv2.SOLVEPNP_SQPNP)
+            if not ok or inliers is None or len(inliers) < 6:
+                return None
+            inl = inliers[:, 0]
+            rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], Kc, None, rvec, tvec)
+        except cv2.error:
+            return None  # degenerate matches (e.g. all on one patch of a far crop): no consensus
         R_v, t_v = cv2.Rodrigues(rvec)[0], tvec.ravel()
         R_cam = query.camera.R_v.T  # virtual -> image camera (same optical centre)
         return TemplatePose(R_cam @ R_v, R_cam @ t_v, 0.0, int(templates[0]), int(len(inl)))
