@@ -96,5 +96,8 @@ def build_small_database(weights, out, name="drill"):
     db = build_object_database(mesh_path, name, out / "objects", unit="m",
                                encoder=as_encoder(load_autoencoder(weights / "autoencoder.pt")),
                                encoder_id=weights_identity(weights / "autoencoder.pt"), progress=False,
-                               subdivisions=1, n_inplane=4, n_references=16)
+                               subdivisions=1, n_inplane=4, n_references=16,
+                               # encoded here, not when a node configures (about a minute on a
+                               # fresh machine, then cached per mesh): node tests wait seconds
+                               templates=True)
     return db, obj
