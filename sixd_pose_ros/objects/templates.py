@@ -29,6 +29,8 @@ import trimesh
 
 from sixd_pose_ros.datasets.atomic import atomic_output_path
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.geometry.rotations import inplane_rotation
+from sixd_pose_ros.objects.codebook import mesh_geometry_sha256, rotate_crop
 
 __all__ = ["TemplateSet", "TemplateFormatError", "build_templates", "TEMPLATE_DEFAULTS"]
 
@@ -108,11 +110,6 @@ class TemplateSet:
         return ts
 
 
-def _rotation_z(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def _patch_values(images: np.ndarray, grid: int, reduce: str) -> np.ndarray:
     """(N, S, S) -> (N, G, G): the mean over each patch, or the value at its centre pixel."""
     n, s = images.shape[:2]
@@ -141,19 +138,17 @@ def build_templates(mesh: trimesh.Trimesh, backbone=None, subdivisions: int = TE
     K = refs.K[0]
     grid = size // backbone.stride
     angles = np.arange(n_inplane) * 2 * np.pi / n_inplane
-    warps = [(K @ _rotation_z(a) @ np.linalg.inv(K))[:2] for a in angles]
     R, feats, masks, depths = [], [], [], []
     bar = tqdm(total=n_dirs * n_inplane, desc="encoding templates", unit="view", disable=not progress)
     for start in range(0, n_dirs, max(1, batch // n_inplane)):
         stop = min(n_dirs, start + max(1, batch // n_inplane))
         images, mask_imgs, depth_imgs = [], [], []
         for j in range(start, stop):
-            for a, M in zip(angles, warps):
-                images.append(cv2.warpAffine(refs.images[j], M, (size, size), flags=cv2.INTER_LINEAR))
-                mask_imgs.append(cv2.warpAffine(refs.masks[j].astype(np.float32), M, (size, size),
-                                                flags=cv2.INTER_LINEAR))
-                depth_imgs.append(cv2.warpAffine(refs.depth[j], M, (size, size), flags=cv2.INTER_NEAREST))
-                R.append(_rotation_z(a) @ refs.R[j])
+            for a in angles:  # the codebook's in-plane turn of a crop, about its principal point
+                images.append(rotate_crop(refs.images[j], a))
+                mask_imgs.append(rotate_crop(refs.masks[j].astype(np.float32), a))
+                depth_imgs.append(rotate_crop(refs.depth[j], a, cv2.INTER_NEAREST))
+                R.append(inplane_rotation(a) @ refs.R[j])
         feats.append(backbone.encode(np.stack(images)).astype(np.float16))
         masks.append(_patch_values(np.stack(mask_imgs), grid, "mean") > 0.5)
         depths.append(_patch_values(np.stack(depth_imgs), grid, "centre").astype(np.float32))
@@ -168,9 +163,7 @@ def _cache_file(mesh: trimesh.Trimesh, backbone, grid_settings: tuple[int, int])
     runs: ``$XDG_CACHE_HOME/sixd_pose_ros/templates`` (``~/.cache/...``). Why a cache beside
     the object folder's copy: evaluations and tests build the same mesh into fresh folders, and
     encoding the templates is the slowest part of a build."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(mesh.vertices, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(mesh.faces, dtype="<i8").tobytes())
+    h = hashlib.sha256(mesh_geometry_sha256(mesh).encode())
     colors = getattr(mesh.visual, "vertex_colors", None) if mesh.visual.kind == "vertex" else None
     if colors is not None:
         h.update(np.ascontiguousarray(colors, dtype=np.uint8).tobytes())
