@@ -133,7 +133,8 @@ def _cmd_build_object(args: argparse.Namespace) -> None:
 
     from sixd_pose_ros.models import checkpoint
     from sixd_pose_ros.objects.codebook import CODEBOOK_PRESETS, as_encoder
-    from sixd_pose_ros.objects.database import build_object_database, file_sha256
+    from sixd_pose_ros.io import file_sha256
+    from sixd_pose_ros.objects.database import build_object_database
 
     weights = Path(checkpoint.WEIGHTS_DIR) / "autoencoder.pt"
     loader = getattr(checkpoint, "load_autoencoder", None)  # looked up late: may not exist yet

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sixd_pose_ros.datasets.atomic import (
+from sixd_pose_ros.errors import OutputError, SixdPoseError
+from sixd_pose_ros.io import (
     AtomicOutputDir,
     atomic_output_dir,
     atomic_output_path,
     atomic_write_bytes,
     atomic_write_text,
+    file_sha256,
 )
-from sixd_pose_ros.errors import OutputError, SixdPoseError
 
 
 def _entries(folder: Path) -> list[str]:
@@ -124,3 +128,18 @@ def test_write_file_atomically(tmp_path: Path) -> None:
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
     with pytest.raises(OutputError, match="--overwrite"):
         atomic_write_text(target, "x", overwrite=False)
+
+
+def test_io_is_light() -> None:
+    """Models, engines and the node write and hash files through sixd_pose_ros.io: importing it
+    must not load cv2, rosbags or torch."""
+    code = ("import sys, sixd_pose_ros.io; "
+            "print(sorted(m for m in ('cv2', 'rosbags', 'torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_file_sha256(tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)  # more than one read block
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from sixd_pose_ros import cli
 from sixd_pose_ros.errors import OutputError, SixdPoseError
+from sixd_pose_ros.io import file_sha256
 from sixd_pose_ros.models import checkpoint
 from sixd_pose_ros.objects import codebook as codebook_module
 from sixd_pose_ros.objects import database
@@ -24,7 +25,6 @@ from sixd_pose_ros.objects.database import (
     ObjectDatabaseError,
     add_codebook,
     build_object_database,
-    file_sha256,
     load_object_database,
 )
 

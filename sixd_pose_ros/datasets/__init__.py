@@ -6,13 +6,6 @@ file format's conventions. Pure Python: rosbag2 files go through the ``rosbags``
 rclpy, so this works on machines without ROS.
 """
 
-from sixd_pose_ros.datasets.atomic import (
-    AtomicOutputDir,
-    atomic_output_dir,
-    atomic_output_path,
-    atomic_write_bytes,
-    atomic_write_text,
-)
 from sixd_pose_ros.datasets.bop import (
     BopSceneWriter,
     load_bop_model,
@@ -26,16 +19,11 @@ from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.errors import DatasetError, OutputError
 
 __all__ = [
-    "AtomicOutputDir",
     "BopSceneWriter",
     "DatasetError",
     "GTInstance",
     "OutputError",
     "SceneFrame",
-    "atomic_output_dir",
-    "atomic_output_path",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "camera_topics",
     "load_bop_model",
     "read_bop_models_info",

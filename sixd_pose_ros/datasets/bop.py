@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 import trimesh
 
-from sixd_pose_ros.datasets.atomic import AtomicOutputDir, atomic_output_dir
 from sixd_pose_ros.datasets.gt_entries import BadGroundTruthError, parse_gt_entry
 from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.errors import DatasetError, OutputError
+from sixd_pose_ros.io import AtomicOutputDir, atomic_output_dir
 
 __all__ = [
     "BopSceneWriter",
@@ -317,7 +317,7 @@ def write_bop_models(
     ``texture_u/texture_v`` as in BOP's textured models, and baked vertex colors too) and
     ``models_info.json``. ``symmetries`` maps obj_id to labels understood by
     :func:`symmetry_entries`. The folder appears atomically; see
-    :func:`~sixd_pose_ros.datasets.atomic.atomic_output_dir`.
+    :func:`~sixd_pose_ros.io.atomic_output_dir`.
     """
     symmetries = symmetries or {}
     unknown = set(symmetries) - set(models)

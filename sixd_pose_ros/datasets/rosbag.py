@@ -44,9 +44,9 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from sixd_pose_ros.datasets.atomic import atomic_output_path
 from sixd_pose_ros.datasets.types import GTInstance, SceneFrame
 from sixd_pose_ros.errors import DatasetError
+from sixd_pose_ros.io import atomic_output_path
 
 __all__ = ["write_rosbag", "read_rosbag", "camera_topics", "Storage", "DepthEncoding"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes, atomic_write_text
 from sixd_pose_ros.errors import OutputError, SixdPoseError
+from sixd_pose_ros.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CACHE_ENV",
@@ -37,7 +37,6 @@ __all__ = [
     "cache_key",
     "ensure_writable",
     "sha256_bytes",
-    "sha256_file",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -89,14 +88,6 @@ def ensure_writable(folder: Path) -> Path:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _canonical(value: Any) -> Any:

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sixd_pose_ros.datasets.atomic import atomic_write_text
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
 from sixd_pose_ros.engines.cache import cache_dir
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.io import atomic_write_text
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, weights_identity
 from sixd_pose_ros.pipeline.tracking import TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose

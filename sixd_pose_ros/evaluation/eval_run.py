@@ -555,7 +555,7 @@ def _depth_outcome(use_depth: bool, n_frames: int, frames_without_depth: int) ->
 
 def _write_comparison(out: Path, summaries: dict[str, dict]) -> None:
     """One table of ours against the peers, same frames, same process."""
-    from sixd_pose_ros.datasets.atomic import atomic_write_text
+    from sixd_pose_ros.io import atomic_write_text
 
     keys = ("add_0.1d", "adds_0.1d", "add(-s)_0.1d", "prj_5", "rot_err_deg_median", "trans_err_cm_median")
     lines = ["| method | " + " | ".join(keys) + " | latency median ms | latency p90 ms |",

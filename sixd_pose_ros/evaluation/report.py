@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes
 from sixd_pose_ros.evaluation.metrics import (
     BOP_MSPD_THRESHOLDS_PX,
     BOP_MSSD_FRACTIONS,
@@ -57,6 +56,7 @@ from sixd_pose_ros.geometry.pose_errors import (
     translation_error,
 )
 from sixd_pose_ros.geometry.read_rotation import NotARotationError, checked_rotation
+from sixd_pose_ros.io import atomic_write_bytes
 
 __all__ = [
     "REQUIRED_METRIC_KEYS",

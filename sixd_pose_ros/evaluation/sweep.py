@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from sixd_pose_ros.datasets.atomic import atomic_write_text
 from sixd_pose_ros.evaluation.eval_run import EvalOptions, run_eval
+from sixd_pose_ros.io import atomic_write_text
 
 
 def _cell(summary: dict) -> dict:

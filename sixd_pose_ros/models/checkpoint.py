@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.io import atomic_write_bytes, file_sha256
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -86,6 +86,4 @@ def load_selector(path: str | Path | None = None, device: str | torch.device = "
 
 def weights_identity(path: str | Path) -> str:
     """sha256 of a weights file: what object databases record to detect stale codebooks."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)

@@ -65,7 +65,6 @@ import cv2
 import numpy as np
 import trimesh
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.crop_camera import crop_focal
 from sixd_pose_ros.geometry.normalization import ObjectNormalization, normalization_from_points
@@ -75,6 +74,7 @@ from sixd_pose_ros.geometry.sampling import (
     inplane_angles,
     viewpoint_rotation_grid,
 )
+from sixd_pose_ros.io import atomic_write_bytes
 from sixd_pose_ros.objects.references import DEFAULT_RENDER_DISTANCE
 
 if TYPE_CHECKING:  # torch is imported lazily: loading a codebook must not pay for it

@@ -29,7 +29,6 @@ weight identities and names the command that fixes each problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,13 +40,13 @@ from typing import Any, Optional, Union
 import numpy as np
 import trimesh
 
-from sixd_pose_ros.datasets.atomic import atomic_output_dir, atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.normalization import (
     ObjectNormalization,
     normalization_from_points,
     object_diameter,
 )
+from sixd_pose_ros.io import atomic_output_dir, atomic_write_text, file_sha256
 from sixd_pose_ros.objects.codebook import (
     CODEBOOK_PRESETS,
     Codebook,
@@ -70,7 +69,6 @@ __all__ = [
     "ObjectDatabaseError",
     "add_codebook",
     "build_object_database",
-    "file_sha256",
     "load_object_database",
     "shipped_weight_ids",
 ]
@@ -125,15 +123,6 @@ class ObjectDatabase:
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Union[str, os.PathLike]) -> str:
-    """sha256 hex digest of a file (the identity of weights and meshes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shipped_weight_ids() -> dict:

@@ -71,18 +71,17 @@ import numpy as np
 if TYPE_CHECKING:
     import trimesh
 
-from sixd_pose_ros.datasets.atomic import atomic_output_dir, atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError
 from sixd_pose_ros.geometry.normalization import ObjectNormalization, object_diameter
 from sixd_pose_ros.geometry.pinhole import backproject_depth
 from sixd_pose_ros.geometry.sampling import farthest_point_sampling, icosphere_vertices
+from sixd_pose_ros.io import atomic_output_dir, atomic_write_text, file_sha256
 from sixd_pose_ros.objects.database import (
     _FORMAT_TAG,  # one tag for both modes: a folder is an object database either way
     _NAME_RE,
     OBJECT_DB_FORMAT_VERSION,
     _package_version,
-    file_sha256,
     shipped_weight_ids,
 )
 from sixd_pose_ros.objects.posed_images import (

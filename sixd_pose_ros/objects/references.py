@@ -60,7 +60,6 @@ import cv2
 import numpy as np
 import trimesh
 
-from sixd_pose_ros.datasets.atomic import atomic_write_bytes
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.crop_camera import (
     DegenerateReferenceError,
@@ -75,6 +74,7 @@ from sixd_pose_ros.geometry.sampling import (
     icosphere_vertices,
     nearest_viewpoints,
 )
+from sixd_pose_ros.io import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported lazily (only to_torch needs it)
     import torch

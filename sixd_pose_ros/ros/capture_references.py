@@ -68,10 +68,10 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from sixd_pose_ros.datasets.atomic import AtomicOutputDir, atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.pinhole import backproject_depth
 from sixd_pose_ros.geometry.plane import fit_plane_ransac
+from sixd_pose_ros.io import AtomicOutputDir, atomic_write_text
 from sixd_pose_ros.objects.posed_images import MIN_REFERENCES
 from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.frames import intrinsics_from_camera_info

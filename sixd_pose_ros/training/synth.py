@@ -16,11 +16,11 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from sixd_pose_ros.datasets.atomic import atomic_output_dir
 from sixd_pose_ros.datasets.bop import BopSceneWriter, write_bop_models
 from sixd_pose_ros.datasets.rosbag import write_rosbag
 from sixd_pose_ros.datasets.types import SceneFrame
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.io import atomic_output_dir
 from sixd_pose_ros.render.procedural import ProceduralObject, make_bundled_demo_object, make_object
 from sixd_pose_ros.training.scenes import SceneConfig, compose_scene, scene_object
 

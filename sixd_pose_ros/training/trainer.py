@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import yaml
 
-from sixd_pose_ros.datasets.atomic import atomic_write_text
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.io import atomic_write_text
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_weights, save_weights  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
