@@ -1,4 +1,4 @@
-"""Tests of the procedural object generator (sixd_pose_ros.render.procedural).
+"""Tests of the procedural object generator (the sixd_pose_ros.render.procedural package).
 
 The networks are trained on these objects and evaluated on held-out ones, so the tests check
 what that relies on: determinism, distinct objects, a split that cannot leak, the face budget,
@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist
 
 from sixd_pose_ros.render import procedural as P
+from sixd_pose_ros.render.procedural import bodies
+from sixd_pose_ros.render.procedural import symmetry as S
 
 N_SAMPLE = 200
-# Calibrated on the generator (see procedural._FAR_SYMMETRIC / _FAR_ASYMMETRIC / _FAR_NEAR): true
+# Calibrated on the generator (see procedural.symmetry._FAR_SYMMETRIC / _FAR_ASYMMETRIC / _FAR_NEAR): true
 # symmetries measure <= ~0.02; the generator keeps "none" objects only at >= 0.05 under every
 # candidate rotation and "near" ones at >= 0.04 under their body's symmetry (with other samples).
 SYMMETRIC_BELOW = 0.025
@@ -36,11 +38,11 @@ def sample() -> tuple[P.ProceduralObject, ...]:
 
 def _probe_fraction(obj: P.ProceduralObject, R: np.ndarray, seed: int = 123, center=np.zeros(3)):
     """Off-surface fraction(s) for one rotation or a stack, about the object's z axis by default."""
-    return P.symmetry_far_fraction(obj.mesh, R, center=center, seed=seed)
+    return S.symmetry_far_fraction(obj.mesh, R, center=center, seed=seed)
 
 
 def _rz(a: float) -> np.ndarray:
-    return P.rotation_about((0, 0, 1), a)
+    return bodies.rotation_about((0, 0, 1), a)
 
 
 def _descriptor(obj: P.ProceduralObject) -> np.ndarray:
@@ -245,8 +247,8 @@ def test_asymmetric_objects_have_no_hidden_flip_symmetry():
     # symmetric body) would make "none" a lie for ADD; their axes are principal axes.
     for o in [o for o in sample() if o.symmetry == "none"][:15]:
         v = np.asarray(o.mesh.vertices)
-        probe = P._SymmetryProbe(v, np.asarray(o.mesh.faces), seed=77)
-        worst = min(probe.far_fraction(R) for R in P._candidate_rotations(probe))
+        probe = S._SymmetryProbe(v, np.asarray(o.mesh.faces), seed=77)
+        worst = min(probe.far_fraction(R) for R in S._candidate_rotations(probe))
         assert worst > ASYMMETRIC_ABOVE, (o.seed_key, o.family, worst)
 
 
@@ -263,7 +265,7 @@ def test_near_symmetric_objects_are_a_symmetric_body_plus_a_small_feature():
 
 def test_symmetry_rotations_of_a_box_include_its_flips():
     box = next(o for o in sample() if o.family == "box" and o.symmetry == "discrete_2")
-    group = P.symmetry_rotations(box)
+    group = S.symmetry_rotations(box)
     assert len(group) == 4  # identity, z half-turn and two horizontal flips
     for R in group:
         assert np.allclose(R @ R.T, np.eye(3), atol=1e-9)
@@ -278,8 +280,8 @@ def test_bundled_demo_object_is_fixed_textured_and_asymmetric():
     assert a.textured and a.symmetry == "none" and a.seed_key == ("demo", 0)
     assert a.mesh.is_watertight and a.watertight_mesh().volume > 0
     assert 0.15 < a.diameter < 0.35
-    probe = P._SymmetryProbe(np.asarray(a.mesh.vertices), np.asarray(a.mesh.faces), seed=5)
-    assert min(probe.far_fraction(R) for R in P._candidate_rotations(probe)) > ASYMMETRIC_ABOVE
+    probe = S._SymmetryProbe(np.asarray(a.mesh.vertices), np.asarray(a.mesh.faces), seed=5)
+    assert min(probe.far_fraction(R) for R in S._candidate_rotations(probe)) > ASYMMETRIC_ABOVE
 
 
 def test_generation_speed_is_reported():

@@ -24,7 +24,8 @@ from sixd_pose_ros.geometry.rotations import geodesic_angle, random_rotations
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder
 from sixd_pose_ros.objects.codebook import as_encoder, build_codebook
 from sixd_pose_ros.objects.shape_codebook import rotations_without_mesh, shape_code_of
-from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
+from sixd_pose_ros.render.procedural import make_object
+from sixd_pose_ros.render.procedural.symmetry import symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 

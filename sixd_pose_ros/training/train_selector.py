@@ -34,7 +34,8 @@ from sixd_pose_ros.models.selector import (
     selector_loss,
     selector_targets,
 )
-from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
+from sixd_pose_ros.render.procedural import make_object
+from sixd_pose_ros.render.procedural.symmetry import symmetry_rotations
 from sixd_pose_ros.training.pose_samples import (
     PoseObject,
     occluder_meshes,

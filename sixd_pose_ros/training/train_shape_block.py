@@ -27,7 +27,8 @@ from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.evaluation.shape_codebook_eval import evaluate_shape_codebook
 from sixd_pose_ros.geometry.rotations import random_rotations
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder, load_weights
-from sixd_pose_ros.render.procedural import make_object, symmetry_rotations
+from sixd_pose_ros.render.procedural import make_object
+from sixd_pose_ros.render.procedural.symmetry import symmetry_rotations
 from sixd_pose_ros.training.pose_samples import autoencoder_samples, occluder_meshes
 from sixd_pose_ros.training.train_detector import images_to_tensor
 from sixd_pose_ros.training.trainer import (
