@@ -35,15 +35,15 @@ from tf2_msgs.msg import TFMessage
 
 from sixd_pose_ros.errors import OutputError
 from sixd_pose_ros.geometry.plane import fit_plane_ransac
-from sixd_pose_ros.ros.capture_references import (
+from sixd_pose_ros.objects.capture import (
     CaptureError,
-    CaptureReferencesNode,
     ObjectConfig,
     ReferenceRecorder,
     estimate_object_box,
     forward_axis,
     validate_capture_params,
 )
+from sixd_pose_ros.ros.capture_references import CaptureReferencesNode
 from sixd_pose_ros.ros.image_conversion import array_to_image
 from sixd_pose_ros.ros.tf_buffer import TransformBuffer, TransformUnavailable
 
@@ -193,7 +193,7 @@ def test_parameters_are_validated_with_the_fix():
 def test_config_file_documents_every_parameter_with_its_default():
     import yaml
 
-    from sixd_pose_ros.ros.capture_references import CAPTURE_PARAMETERS
+    from sixd_pose_ros.objects.capture import CAPTURE_PARAMETERS
 
     data = yaml.safe_load((Path(__file__).parents[1] / "config/capture_references.yaml").read_text())
     flat = {}

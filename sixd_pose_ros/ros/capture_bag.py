@@ -18,8 +18,9 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
+from sixd_pose_ros.objects.capture import CaptureError
 from sixd_pose_ros.ros.bag_player import play_bag
-from sixd_pose_ros.ros.capture_references import CaptureError, CaptureReferencesNode
+from sixd_pose_ros.ros.capture_references import CaptureReferencesNode
 from sixd_pose_ros.ros.demo_runner import shutdown_session
 
 
