@@ -30,3 +30,12 @@ def test_only_the_ros_package_imports_ros():
                  if "ros" not in p.relative_to(ROOT / "sixd_pose_ros").parts[:1]
                  and ROS_IMPORT.search(p.read_text())]
     assert not offenders, f"ROS imported outside sixd_pose_ros/ros/: {offenders}"
+
+
+def test_training_does_not_import_evaluation():
+    """Dependencies point down: evaluation reads the held-out evaluators of training, never the
+    other way round."""
+    upward = re.compile(r"^\s*(from|import)\s+sixd_pose_ros\.evaluation\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "sixd_pose_ros" / "training").rglob("*.py")
+                 if upward.search(p.read_text())]
+    assert not offenders, f"training imports evaluation: {offenders}"

@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import torch_single_thread
 
-from sixd_pose_ros.evaluation.shape_codebook_eval import METHODS, evaluate_shape_codebook, format_table
+from sixd_pose_ros.evaluation.shape_codebook_eval import format_table
 from sixd_pose_ros.geometry.sampling import viewpoint_rotation_grid
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder
 from sixd_pose_ros.objects.shape_codebook import rotations_without_mesh, shape_code_of, shape_codebook
+from sixd_pose_ros.training.train_shape_block import METHODS, evaluate_shape_codebook
 
 
 @pytest.fixture(scope="module")
