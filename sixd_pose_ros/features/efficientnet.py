@@ -12,7 +12,6 @@ Input convention of these weights: RGB in [0, 1], normalized ``(x - 0.498) / 0.5
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.io import file_sha256
 
 __all__ = ["BackboneIdentity", "FeatureBackboneError", "PatchBackbone", "load_patch_backbone"]
 
@@ -118,5 +118,5 @@ def load_patch_backbone(variant: str = "lite0", block: int = 10) -> PatchBackbon
     if not 3 <= block < len(network._blocks):
         raise FeatureBackboneError(f"block must be in [3, {len(network._blocks) - 1}], got {block}")
     identity = BackboneIdentity(variant, block, package, importlib.metadata.version(package.replace("_", "-")),
-                                hashlib.sha256(weights.read_bytes()).hexdigest())
+                                file_sha256(weights))
     return PatchBackbone(network, block, identity)

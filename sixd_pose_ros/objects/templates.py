@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import trimesh
 
-from sixd_pose_ros.datasets.atomic import atomic_output_path
+from sixd_pose_ros.io import atomic_output_path
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.geometry.rotations import inplane_rotation
 from sixd_pose_ros.objects.codebook import mesh_geometry_sha256, rotate_crop
