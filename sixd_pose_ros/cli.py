@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "objects built with depth) (default 6; 0 = off)")
     p.add_argument("--no-templates", action="store_true", help="known_model: rotations from the trained "
                    "codebook instead of the pretrained-feature templates (for comparison)")
+    p.add_argument("--feature-detection", choices=("without_depth", "always", "off"), default=None,
+                   help="known_model with templates: places from the templates correlated over the image "
+                   "(always), only on frames without depth (without_depth, the default), or never (off: "
+                   "the trained detector)")
+    p.add_argument("--feature-refine-iterations", type=int, default=None, metavar="N",
+                   help="known_model without depth: render-and-match PnP rounds at the chosen pose "
+                   "(default 3; 0 = off)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")
@@ -436,7 +443,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         workers=args.workers, ray_address=args.ray, full_codebook=args.full_codebook,
         codebook_grid=_grid(args.codebook_grid), hypotheses=_pair(args.hypotheses, "--hypotheses"),
         depth_proposals=args.depth_proposals, rotation_search=args.rotation_search,
-        templates=False if args.no_templates else None,
+        templates=False if args.no_templates else None, feature_detection=args.feature_detection,
+        feature_refine_iterations=args.feature_refine_iterations,
         **({"weights": str(Path(args.weights).expanduser())} if args.weights else {}),
         refine_iterations=args.refine_iterations, overlays=args.overlays, progress=not args.no_progress,
         topics=BagTopics(namespace=args.namespace, color=args.color_topic, depth=args.depth_topic,

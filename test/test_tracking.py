@@ -261,7 +261,10 @@ def test_each_object_takes_its_own_path(estimator, monkeypatch):
     twin = dataclasses.replace(drill, db=dataclasses.replace(drill.db, name="twin"))  # same mesh, not tracked
     monkeypatch.setattr(est, "objects", [drill, twin])
     detected, backbone = [], []
-    monkeypatch.setattr(est, "_estimate_one", lambda frame, pyramid, obj, timings, segmentation=None: detected.append(obj.db.name))
+    # Detection asks the frame's shared stages for the detector's pyramid, as _estimate_one does
+    # on first need: once per frame, however many objects detect.
+    monkeypatch.setattr(est, "_estimate_one", lambda frame, stages, obj, timings, segmentation=None:
+                        (stages.pyramid(), stages.pyramid(), detected.append(obj.db.name))[-1])
     monkeypatch.setattr(est, "_pyramid", lambda frame, timings: backbone.append(1) or [])
     gt = scene.pose(2.0, 0.005)
     _seed(est, scene, scene.pose(0.0, 0.0))

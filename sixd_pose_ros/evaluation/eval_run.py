@@ -60,6 +60,8 @@ class EvalOptions:
     depth_proposals: int | None = None  # with depth: depth segments tried per object (both modes)
     rotation_search: int | None = None  # with depth (and a surface): grid rotations tried per segment
     templates: bool | None = None  # known_model: pretrained-feature templates (False: the trained codebook)
+    feature_detection: str | None = None  # known_model: KnownModelConfig.feature_detection (None: its default)
+    feature_refine_iterations: int | None = None  # known_model: RGB-only render-and-match rounds (None: default)
     overlays: int = 0
     progress: bool = True
 
@@ -249,6 +251,10 @@ def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict
             config = replace(config, rotation_search=int(options.rotation_search))
         if options.templates is not None:
             config = replace(config, templates=bool(options.templates))
+        if options.feature_detection is not None:
+            config = replace(config, feature_detection=options.feature_detection)
+        if options.feature_refine_iterations is not None:
+            config = replace(config, feature_refine_iterations=int(options.feature_refine_iterations))
         ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:

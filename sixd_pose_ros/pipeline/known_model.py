@@ -50,14 +50,22 @@ from sixd_pose_ros.models.checkpoint import (
     load_refiner,
     weights_identity,
 )
-from sixd_pose_ros.models.detector import initial_translation
+from sixd_pose_ros.models.detector import Detection, initial_translation
 from sixd_pose_ros.models.refiner import RefinerOutput, iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
 from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS, load_or_build_templates
+from sixd_pose_ros.render.renderer import RenderMesh
 from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
+from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner
+from sixd_pose_ros.pipeline.feature_detection import (
+    ImageFeatures,
+    ObjectKernels,
+    encode_image_scales,
+    image_scales,
+)
 from sixd_pose_ros.pipeline.detection import (
     detect_peaks,
     detection_box,
@@ -95,6 +103,12 @@ class _LoadedObject:
     surface: SurfaceModel  # the mesh as depth alignment and ranking need it
     det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
     matcher: TemplateMatcher | None = None  # pretrained-feature templates (None: the codebook)
+    kernels: ObjectKernels | None = None  # the templates as whole-image correlation kernels
+    feature_refiner: FeatureRefiner | None = None  # RGB-only refinement against renders
+
+
+#: Where places come from with templates (KnownModelConfig.feature_detection).
+FEATURE_DETECTION_MODES = ("without_depth", "always", "off")
 
 
 @dataclass
@@ -164,6 +178,53 @@ class KnownModelConfig:
     recentre_rounds: int = 2
     # PnP pools the matches of this many best templates of a place.
     pnp_templates: int = 3
+    # With templates, where places come from: the templates correlated over the whole image
+    # (pipeline/feature_detection.py) or the CPU-trained detector's peaks. "without_depth" (the
+    # default): correlation on RGB-only frames, where the trained detector misses real objects
+    # (real YCB-V validation, RGB-only ADD-S-0.1d 0 % -> 11 %, 27 instances), and the trained
+    # detector with depth, where its peaks plus the depth segments measured better (71 % against
+    # 67 % with correlation, 45 instances: scripts/compare in docs/reports/real_val_ycbv/README.md);
+    # "always", or "off". The image is encoded at scales from feature_scales[0] to [1] (a third
+    # of an octave apart); each object uses those at which it stands within detection_depth_range
+    # (meters).
+    feature_detection: str = "without_depth"
+    feature_scales: tuple[float, float] = (0.25, 1.6)
+    detection_depth_range: tuple[float, float] = (0.3, 2.0)
+    # Without depth: rounds of render -> patch matches -> PnP at the chosen pose
+    # (pipeline/feature_refinement.py) at feature_refine_size px crops. 0 = off, the default: from
+    # poses near the truth it helps (real validation frames, 27 poses perturbed by 5 degrees and
+    # 4 %: ADD-0.1d 19 -> 30 %), but from the poses RGB-only PnP gives it helped as often as it
+    # hurt (9 real frames, 27 instances).
+    feature_refine_iterations: int = 0
+    feature_refine_size: int = 448
+    # With feature detection: below this template similarity at the best place (mean patch
+    # cosine after recentring) the object is reported absent.
+    min_template_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.feature_detection not in FEATURE_DETECTION_MODES:
+            raise ValueError(f"feature_detection must be one of {', '.join(FEATURE_DETECTION_MODES)}, "
+                             f"got {self.feature_detection!r}")
+
+
+class _FrameStages:
+    """The per-frame work shared by all objects, done on first need: the trained detector's
+    feature pyramid, and the image's pretrained features at the scales the objects need."""
+
+    def __init__(self, estimator: "KnownModelEstimator", frame: Frame, timings: dict) -> None:
+        self._estimator, self._frame, self._timings = estimator, frame, timings
+        self._pyramid: list | None = None
+        self._image: ImageFeatures | None = None
+
+    def pyramid(self) -> list:
+        if self._pyramid is None:
+            self._pyramid = self._estimator._pyramid(self._frame, self._timings)
+        return self._pyramid
+
+    def image_features(self) -> ImageFeatures:
+        if self._image is None:
+            self._image = self._estimator._image_features(self._frame, self._timings)
+        return self._image
 
 
 class KnownModelEstimator:
@@ -195,11 +256,15 @@ class KnownModelEstimator:
             grid = search_grid(*config.rotation_search_grid) \
                 if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
             for db in databases:
-                matcher = None
+                matcher = kernels = feature_refiner = None
                 if config.templates:
                     ts = load_or_build_templates(db.path, db.mesh, self.patch_backbone, tuple(config.template_grid),
                                                  progress=False)
                     matcher = TemplateMatcher(ts, db.references.normalization, self.patch_backbone, self._patch_runner)
+                    kernels = ObjectKernels(ts, db.references.normalization.scale) \
+                        if config.feature_detection != "off" else None
+                    feature_refiner = FeatureRefiner(RenderMesh.from_trimesh(db.mesh), db.references.normalization,
+                                                     self.patch_backbone, size=config.feature_refine_size)
                 elif db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
@@ -211,7 +276,7 @@ class KnownModelEstimator:
                 if db.codebook is not None:
                     db.codebook.to(device)  # codes resident where the pose codes are computed
                 surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
-                self.objects.append(_LoadedObject(db, det_refs, feats, surface, head, matcher))
+                self.objects.append(_LoadedObject(db, det_refs, feats, surface, head, matcher, kernels, feature_refiner))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -240,19 +305,16 @@ class KnownModelEstimator:
         tracker = self.tracker
         epoch = tracker.epoch
         with_depth = self.config.use_depth and frame.depth is not None
-        pyramid = None
+        stages = _FrameStages(self, frame, timings)
         segmentation: list[DepthSegmentation | None] = []  # computed once, on first need
         results = []
 
         def detect(obj: _LoadedObject) -> ObjectPose | None:
-            nonlocal pyramid
-            if pyramid is None:
-                pyramid = self._pyramid(frame, timings)
             if with_depth and self.config.depth_proposals > 0 and not segmentation:
                 t0 = time.perf_counter()
                 segmentation.append(segment_depth(frame.depth, frame.K))
                 timings["segment"] = 1000 * (time.perf_counter() - t0)
-            return self._estimate_one(frame, pyramid, obj, timings, segmentation[0] if segmentation else None)
+            return self._estimate_one(frame, stages, obj, timings, segmentation[0] if segmentation else None)
 
         for obj in self.objects:
             # Without depth there is no health: a track cannot go on.
@@ -282,41 +344,39 @@ class KnownModelEstimator:
         return ObjectPose(name, R, t, health, projected_box(obj.surface.points, R, t, frame.K),
                           metric=True, stage_ms=dict(timings), tracked=True, health=health)
 
-    def _estimate_one(self, frame: Frame, pyramid, obj: _LoadedObject, timings: dict,
+    def _estimate_one(self, frame: Frame, stages: "_FrameStages", obj: _LoadedObject, timings: dict,
                       segmentation: DepthSegmentation | None = None) -> ObjectPose | None:
         cfg, K = self.config, frame.K
-        norm = obj.db.references.normalization
         with_depth = cfg.use_depth and frame.depth is not None
         n_peaks, n_hits = cfg.hypotheses if with_depth else (1, 1)
-        t0 = time.perf_counter()
-        outputs = detector_outputs(pyramid, obj.det_head, self.detector.cfg.stride)
-        dets = [d for d in detect_peaks(outputs, self.detector.cfg.ref_size, max(1, n_peaks))
-                if d.score >= cfg.min_detection_score]
-        timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
-        if not dets:
-            return None  # the detector decides whether the object is in view; depth only adds places
+        by_features = obj.kernels is not None and (
+            cfg.feature_detection == "always" or (cfg.feature_detection == "without_depth" and not with_depth))
+        if by_features:
+            places = self._feature_places(frame, stages, obj, timings, segmentation)
+        else:
+            places = self._detector_places(frame, stages, obj, timings, segmentation, n_peaks)
+        if not places:
+            return None
         t1 = time.perf_counter()
-        places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
-        if segmentation is not None and cfg.depth_proposals > 0:
-            props = segment_proposals(segmentation, obj.surface.diameter, norm.scale, K,
-                                      size_range=(0.15, cfg.max_segment_extent),
-                                      split_up_to=cfg.split_segments_up_to if obj.matcher is not None else 0.0)
-            for prop in props:
-                prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
-            # Twice the budget, by the detector's heat there, go on to the encoder (its batch stays
-            # bounded in clutter); the similarity of their crops picks the budget among them.
-            props.sort(key=lambda p: -p.detection.score)
-            budget = 2 * cfg.depth_proposals if obj.matcher is None else cfg.template_places
-            places += [(p.detection, p.centre, p.segment) for p in props[:budget]]
         # Per place: (detection, crop camera or query, centre, segment) and its rotations as
         # (R, t, similarity), best first.
         cams, hits = self._place_hits(frame, obj, places, max(1, n_hits))
         if not cams:
             return None
-        # The detector's peaks, then the segments that look most like the object, up to the budget.
-        peaks = [i for i, cam in enumerate(cams) if cam[3] is None]
-        segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -hits[i][0][2])
-        order = peaks + segs[:cfg.depth_proposals]
+        if by_features:
+            # Every place as the templates saw it once recentred; an object whose best place looks
+            # too little like it is not in view.
+            order = sorted(range(len(cams)), key=lambda i: -hits[i][0][2])
+            if hits[order[0]][0][2] < cfg.min_template_score:
+                return None
+            if with_depth:
+                peaks = [i for i in order if cams[i][3] is None][:n_peaks]
+                order = peaks + [i for i in order if cams[i][3] is not None][:cfg.depth_proposals]
+        else:
+            # The detector's peaks, then the segments that look most like the object, up to the budget.
+            peaks = [i for i, cam in enumerate(cams) if cam[3] is None]
+            segs = sorted((i for i, cam in enumerate(cams) if cam[3] is not None), key=lambda i: -hits[i][0][2])
+            order = peaks + segs[:cfg.depth_proposals]
         hypotheses: list[Hypothesis] = []
         search = obj.surface.search
         for i in order:
@@ -345,6 +405,11 @@ class KnownModelEstimator:
             R, t = self._refine(frame, obj, R, t)
             timings[f"{obj.db.name}/refine"] = 1000 * (time.perf_counter() - t2)
             health = None  # the refined pose needs its own depth check below
+        if not with_depth and obj.feature_refiner is not None and cfg.feature_refine_iterations > 0:
+            t2 = time.perf_counter()
+            refined = obj.feature_refiner.refine(frame.rgb, K, R, t, cfg.feature_refine_iterations)
+            R, t = refined.R, refined.t
+            timings[f"{obj.db.name}/feature_refine"] = 1000 * (time.perf_counter() - t2)
         if with_depth and health is None:
             t3 = time.perf_counter()
             aligned = obj.surface.align(frame, R, t, cfg.tracking.depth_tolerance)
@@ -353,6 +418,80 @@ class KnownModelEstimator:
                 1000 * (time.perf_counter() - t3)
         return ObjectPose(obj.db.name, R, t, float(det.score) * float(max(similarity, 0.0)), detection_box(det),
                           metric=True, stage_ms=dict(timings), health=health)
+
+    def _detector_places(self, frame: Frame, stages: "_FrameStages", obj: _LoadedObject, timings: dict,
+                         segmentation: DepthSegmentation | None, n_peaks: int) -> list:
+        """Places ``(detection, centre, segment)`` from the trained detector's peaks, and with
+        depth from the segments the detector's heat orders; none when no peak passes
+        ``min_detection_score`` (the detector decides whether the object is in view)."""
+        cfg, K = self.config, frame.K
+        norm = obj.db.references.normalization
+        t0 = time.perf_counter()
+        outputs = detector_outputs(stages.pyramid(), obj.det_head, self.detector.cfg.stride)
+        dets = [d for d in detect_peaks(outputs, self.detector.cfg.ref_size, max(1, n_peaks))
+                if d.score >= cfg.min_detection_score]
+        timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
+        if not dets:
+            return []
+        places = [(det, norm.scale * initial_translation(det.center_xy, det.box_size, K), None) for det in dets]
+        if segmentation is not None and cfg.depth_proposals > 0:
+            props = self._segment_places(segmentation, obj, K)
+            for prop in props:
+                prop.detection.score = heat_near(outputs, prop.detection.center_xy, prop.detection.box_size / 4)
+            # Twice the budget, by the detector's heat there, go on to the encoder (its batch stays
+            # bounded in clutter); the similarity of their crops picks the budget among them.
+            props.sort(key=lambda p: -p.detection.score)
+            budget = 2 * cfg.depth_proposals if obj.matcher is None else cfg.template_places
+            places += [(p.detection, p.centre, p.segment) for p in props[:budget]]
+        return places
+
+    def _feature_places(self, frame: Frame, stages: "_FrameStages", obj: _LoadedObject, timings: dict,
+                        segmentation: DepthSegmentation | None) -> list:
+        """Places ``(detection, centre, segment)`` from the templates correlated over the image
+        (pipeline/feature_detection.py); with depth also the depth segments, ordered by the
+        correlation at their place and size. ``template_places`` of each at most."""
+        cfg, K = self.config, frame.K
+        t0 = time.perf_counter()
+        image = stages.image_features()
+        maps = obj.kernels.score_maps(image, K, cfg.detection_depth_range)
+        n_peaks = cfg.hypotheses[0] if segmentation is not None else cfg.template_places
+        places = []
+        for peak in obj.kernels.peaks(maps, K, n_peaks):
+            ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
+            depth = peak.depth
+            if segmentation is not None:  # the measured surface there, half a radius behind it
+                depth = _surface_depth(frame.depth, peak.center_xy, 0.3 * K[0, 0] * obj.kernels.radius / depth,
+                                       fallback=depth - 0.5 * obj.kernels.radius) + 0.5 * obj.kernels.radius
+            centre = ray * (depth / ray[2])
+            box = 2.0 * np.sqrt(K[0, 0] * K[1, 1]) * obj.kernels.radius / peak.depth
+            places.append((Detection(peak.center_xy, float(box), peak.score, 0.0, (-1, -1)), centre, None))
+        if segmentation is not None and cfg.depth_proposals > 0:
+            props = self._segment_places(segmentation, obj, K)
+            for prop in props:
+                prop.detection.score = obj.kernels.score_near(maps, K, prop.detection.center_xy, prop.centre[2])
+            props.sort(key=lambda p: -p.detection.score)
+            places += [(p.detection, p.centre, p.segment) for p in props[:cfg.template_places]]
+        timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
+        return places
+
+    def _segment_places(self, segmentation: DepthSegmentation, obj: _LoadedObject, K: np.ndarray) -> list:
+        cfg = self.config
+        return segment_proposals(segmentation, obj.surface.diameter, obj.db.references.normalization.scale, K,
+                                 size_range=(0.15, cfg.max_segment_extent),
+                                 split_up_to=cfg.split_segments_up_to if obj.matcher is not None else 0.0)
+
+    def _image_features(self, frame: Frame, timings: dict) -> ImageFeatures:
+        """The image at every scale some object's depth range needs (one backbone pass each)."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        focal = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1]))
+        lo, hi = cfg.detection_depth_range
+        every = image_scales(*cfg.feature_scales)
+        scales = [s for s in every
+                  if any(lo <= o.kernels.depth_at_scale(s, focal) <= hi for o in self.objects if o.kernels)]
+        image = encode_image_scales(self.patch_backbone, frame.rgb, scales or [every[-1]])
+        timings["backbone"] = 1000 * (time.perf_counter() - t0)
+        return image
 
     def _place_hits(self, frame: Frame, obj: _LoadedObject, places: list, k: int) -> tuple[list, list]:
         """Rotation hypotheses at each place: from the templates (their rotations, and without
@@ -416,6 +555,16 @@ class KnownModelEstimator:
         refs = obj.db.references
         return refine_metric(self._refiner, refs, obj.refiner_feats, refs.normalization, frame, R, t,
                              self.config.refine_iterations)
+
+
+def _surface_depth(depth: np.ndarray, center_xy: np.ndarray, radius_px: float, fallback: float) -> float:
+    """Median valid depth (meters) within ``radius_px`` of a pixel; ``fallback`` without any."""
+    h, w = depth.shape
+    r = max(2, int(radius_px))
+    u, v = int(round(center_xy[0])), int(round(center_xy[1]))
+    window = depth[max(0, v - r):min(h, v + r + 1), max(0, u - r):min(w, u + r + 1)]
+    valid = window[np.isfinite(window) & (window > 0)]
+    return float(np.median(valid)) if valid.size else float(fallback)
 
 
 def refine_metric(refiner, refs, ref_feats: torch.Tensor, norm, frame: Frame, R: np.ndarray, t: np.ndarray,
