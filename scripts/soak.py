@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except SoakError as exc:
         print(f"soak failed: {exc}", file=sys.stderr)
         return 2
-    report = {"command": "scripts/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": " ".join(["scripts/soak.py", *(sys.argv[1:] if argv is None else argv)]),
               "setup": {"object": f"bundled demo object ({OBJECT}), shipped weights, templates on",
                         "frames": "12 rendered views (demo preset), 640x480 rgb8 + 16UC1 depth",
                         "hold_frames_per_view": args.hold, "in_flight": args.in_flight,
