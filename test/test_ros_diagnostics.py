@@ -3,6 +3,7 @@ an input that never comes and frames stamped 0 are errors or warnings that say w
 never OK with a stale "found drill". Levels from controlled clocks first, then over DDS."""
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -107,7 +108,11 @@ def test_over_dds_unpaired_zero_stamped_and_stopped_streams(session):
         time.sleep(0.1)
     status = status_where(lambda d: d.level == DiagnosticStatus.ERROR and "never pair" in d.message, 3,
                           "the never-pair error")
-    assert "5.000 s apart" in status.message and not s.est.frames
+    # The newest colour and depth stamps are 5 s apart, give or take the one message by which
+    # either stream may lead the other on a loaded machine.
+    apart = re.search(r"(\d+\.\d+) s apart", status.message)
+    assert apart and abs(float(apart.group(1)) - 5.0) <= 0.2 + 1e-6, status.message
+    assert not s.est.frames
 
     # Frames stamped 0: dropped (no pose, no TF), and said so.
     for _ in range(3):
