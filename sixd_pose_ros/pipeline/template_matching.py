@@ -34,6 +34,7 @@ class QueryCrop:
     camera: VirtualCamera
     features: np.ndarray
     scores: np.ndarray | None = None  # (N,) against the templates, once computed
+    pnp_inliers: int = 0  # of the PnP pose found from this crop (0: none tried or found)
 
 
 @dataclass
