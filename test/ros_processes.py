@@ -39,13 +39,12 @@ def run_node(namespace: str, params: list[str], work_s: float = 0.1) -> int:
 
     import numpy as np
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from sixd_pose_ros.ros.estimator_loader import ObjectInfo
     from sixd_pose_ros.ros.launch_support import camera_remappings, remap_arguments
     from sixd_pose_ros.ros.node import SixdPoseNode
-    from sixd_pose_ros.ros.node_main import return_large_buffers_to_the_system
+    from sixd_pose_ros.ros.node_main import create_executor, return_large_buffers_to_the_system
 
     return_large_buffers_to_the_system()  # as sixd_pose_node does
 
@@ -66,7 +65,7 @@ def run_node(namespace: str, params: list[str], work_s: float = 0.1) -> int:
     if not node.start():
         print(node.configure_error, flush=True)
         return 1
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = create_executor()  # as sixd_pose_node spins it
     executor.add_node(node)
     print("node up", flush=True)
     while not stop:

@@ -22,10 +22,11 @@ depth makes the estimate RGB-only, published so (frame_checks.py, README "The no
 
 Processing: each synchronized set goes to one worker thread through a single pending slot, so
 the newest frame wins; a set that arrives while another is pending replaces it and counts as
-dropped. Subscription callbacks only queue and never block. Outputs carry the colour image's
-stamp and frame_id. Bad input (encoding, camera_info, sizes, depth units, stamps, estimator
-exceptions) is logged as a throttled warning naming the fix, counted in /diagnostics, and the
-node keeps going with the next frame.
+dropped. Subscription callbacks only count and queue and never block, so one executor thread
+takes every input (sixd_pose_node spins a SingleThreadedExecutor, node_main.create_executor).
+Outputs carry the colour image's stamp and frame_id. Bad input (encoding, camera_info, sizes,
+depth units, stamps, estimator exceptions) is logged as a throttled warning naming the fix,
+counted in /diagnostics, and the node keeps going with the next frame.
 
 Parameters: thresholds, rates, tracking and frame settings (params.LIVE) apply to the next frame
 when set on a running node; a refused value keeps the old one and the reply says why; the others
