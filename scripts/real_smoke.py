@@ -26,7 +26,8 @@ SMOKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_smoke" /
 OBJ_ID = 5
 
 
-def run(out: Path, weights: Path = WEIGHTS_DIR, subdivisions: int = 2, n_inplane: int = 18) -> dict:
+def run(out: Path, weights: Path = WEIGHTS_DIR, subdivisions: int = 2, n_inplane: int = 18,
+        feature_detection: str = KnownModelConfig.feature_detection) -> dict:
     frame = read_bop_single_frame(SMOKE)
     gt = next(i for i in frame.instances if i.obj_id == OBJ_ID)
     db = build_object_database(SMOKE / f"obj_{OBJ_ID:06d}.ply", "watering_can", out / "objects", unit="mm",
@@ -36,7 +37,8 @@ def run(out: Path, weights: Path = WEIGHTS_DIR, subdivisions: int = 2, n_inplane
     report = {}
     for mode, depth in (("rgbd", frame.depth), ("rgb", None)):
         est = KnownModelEstimator.from_paths([db], weights, KnownModelConfig(min_detection_score=0.0,
-                                                                            use_depth=depth is not None))
+                                                                            use_depth=depth is not None,
+                                                                            feature_detection=feature_detection))
         poses = est.estimate(Frame(frame.rgb, frame.K, depth))
         if not poses:
             report[mode] = {"found": False}
@@ -57,9 +59,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--feature-detection", choices=("without_depth", "always", "off"),
+                        default=KnownModelConfig.feature_detection,
+                        help="where places come from (KnownModelConfig.feature_detection)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(run(args.out or Path(tmp), args.weights), indent=1))
+        print(json.dumps(run(args.out or Path(tmp), args.weights, feature_detection=args.feature_detection), indent=1))
 
 
 if __name__ == "__main__":

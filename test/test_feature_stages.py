@@ -92,3 +92,17 @@ def test_refinement_of_a_pose_behind_the_camera_returns_it_unchanged(scene):
     behind = np.array([0.0, 0.0, -0.5])
     out = refiner.refine(rgb, K, R, behind)
     assert out.inliers == 0 and np.array_equal(out.t, behind)
+
+
+def test_render_agreement_prefers_the_true_pose_to_a_turned_or_shifted_one(scene):
+    from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner
+
+    obj, norm, backbone, _, rgb, R, t, _ = scene
+    verifier = FeatureRefiner(RenderMesh.from_trimesh(obj.mesh), norm, backbone, size=224)
+    turned = Rotation.from_euler("z", 90, degrees=True).as_matrix() @ R
+    with torch_single_thread():
+        true = verifier.agreement(rgb, K, R, t)
+        others = [verifier.agreement(rgb, K, turned, t),
+                  verifier.agreement(rgb, K, R, t + np.array([0.06, 0.0, 0.0]))]
+    assert true > max(others) + 0.05, (true, others)
+    assert verifier.agreement(rgb, K, R, np.array([0.0, 0.0, -0.5])) == -1.0  # no crop behind the camera

@@ -64,6 +64,14 @@ class FeatureRefiner:
             pose = step[1]
         return best
 
+    def agreement(self, rgb: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> float:
+        """How much the render at ``(R, t)`` looks like the image there: the mean cosine of the
+        patch features at the same places over the object (-1 when no crop can be taken).
+        A render-and-compare check of a whole pose, where template similarity only looked at
+        one crop against the nearest template."""
+        step = self._round(rgb, K, np.asarray(R, np.float64), np.asarray(t, np.float64), 0.0, solve=False)
+        return -1.0 if step is None else step[0]
+
     def _round(self, rgb, K, R, t, reprojection_px, solve: bool = True) -> tuple[float, RefinedPose | None] | None:
         """The agreement of the render at ``(R, t)`` with the image, and (``solve``) the pose PnP
         finds from the matches; None when the crop is degenerate or the object not in it."""
