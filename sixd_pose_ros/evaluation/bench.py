@@ -54,7 +54,7 @@ LOG = logging.getLogger(__name__)
 
 #: Codebook grid per name: (icosphere subdivisions, in-plane angles).
 CODEBOOKS = {"full": (4, 36), "coarse": (3, 36), "tiny": (1, 4)}
-STAGES = ("backbone", "detect", "retrieve", "refine", "depth", "track")
+STAGES = ("backbone", "detect", "retrieve", "refine", "depth", "verify", "track")
 K_BENCH = np.array([[600.0, 0.0, 319.5], [0.0, 600.0, 239.5], [0.0, 0.0, 1.0]])
 
 
