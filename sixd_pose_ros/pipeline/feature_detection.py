@@ -90,12 +90,17 @@ class ObjectKernels:
     def depth_at_scale(self, scale: float, focal: float) -> float:
         return 2.0 * focal * self.radius * scale / self.size
 
+    def scales_in_range(self, scales, K: np.ndarray, depth_range: tuple[float, float]) -> list[float]:
+        """The ``scales`` at which this object would stand within ``depth_range`` (meters)."""
+        focal = float(np.sqrt(K[0, 0] * K[1, 1]))
+        return [s for s in scales if depth_range[0] <= self.depth_at_scale(s, focal) <= depth_range[1]]
+
     def score_maps(self, image: ImageFeatures, K: np.ndarray, depth_range: tuple[float, float]) -> dict:
         """``{scale: (h, w) best kernel response}`` at the scales whose depth is in range
         (the nearest scale too when none is: a far, small object still gets its best try)."""
         focal = float(np.sqrt(K[0, 0] * K[1, 1]))
         scales = sorted(image.maps)
-        wanted = [s for s in scales if depth_range[0] <= self.depth_at_scale(s, focal) <= depth_range[1]]
+        wanted = self.scales_in_range(scales, K, depth_range)
         if not wanted:
             target = self.scale_for_depth(float(np.mean(depth_range)), focal)
             wanted = [min(scales, key=lambda s: abs(np.log(s / target)))]
@@ -110,9 +115,18 @@ class ObjectKernels:
         """Full-resolution pixel of the crop centre when the kernel's top-left cell sits at
         ``(row, col) - cells // 2`` of the pooled map (stride ``16 * _POOL`` in the scaled image)."""
         stride = 16 * _POOL
-        half = stride * self.cells / 2.0 - 0.5  # the crop centre, from the kernel's top-left pixel
-        top_left = stride * (np.array([col, row]) - self.cells // 2)
-        return (top_left + half) / scale
+        return (stride * (np.array([col, row]) - self.cells // 2) + self._half) / scale
+
+    def _cell(self, scale: float, center_xy: np.ndarray) -> tuple[int, int]:
+        """The pooled-map ``(row, col)`` whose crop centre is nearest ``center_xy`` (inverse of
+        :meth:`_pixel`)."""
+        col, row = (np.asarray(center_xy) * scale - self._half) / (16 * _POOL) + self.cells // 2
+        return int(round(row)), int(round(col))
+
+    @property
+    def _half(self) -> float:
+        """The crop centre, pixels from the kernel's top-left pixel in the scaled image."""
+        return 16 * _POOL * self.cells / 2.0 - 0.5
 
     def peaks(self, maps: dict, K: np.ndarray, k: int) -> list[FeaturePeak]:
         """Up to ``k`` local maxima over all scales, best first; a peak within half the sphere's
@@ -144,9 +158,6 @@ class ObjectKernels:
         target = self.scale_for_depth(depth, focal)
         s = min(maps, key=lambda v: abs(np.log(v / target)))
         m = maps[s]
-        stride = 16 * _POOL
-        half = stride * self.cells / 2.0 - 0.5
-        col, row = (np.asarray(center_xy) * s - half) / stride + self.cells // 2
-        r0, c0 = int(round(row)), int(round(col))
+        r0, c0 = self._cell(s, center_xy)
         window = m[max(0, r0 - 1):max(0, r0 + 2), max(0, c0 - 1):max(0, c0 + 2)]
         return float(window.max()) if window.size else 0.0

@@ -56,7 +56,6 @@ from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
 from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS, load_or_build_templates
-from sixd_pose_ros.render.renderer import RenderMesh
 from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_by_depth
 from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner
@@ -270,11 +269,6 @@ class KnownModelEstimator:
                     matcher = TemplateMatcher(ts, db.references.normalization, self.patch_backbone, self._patch_runner)
                     kernels = ObjectKernels(ts, db.references.normalization.scale) \
                         if config.feature_detection != "off" else None
-                    render_mesh = RenderMesh.from_trimesh(db.mesh)
-                    feature_refiner = FeatureRefiner(render_mesh, db.references.normalization,
-                                                     self.patch_backbone, size=config.feature_refine_size)
-                    verifier = FeatureRefiner(render_mesh, db.references.normalization, self.patch_backbone,
-                                              size=config.verify_size)
                 elif db.codebook is None:
                     raise ValueError(f"object {db.name!r} has no codebook: rebuild it with the "
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
@@ -286,6 +280,11 @@ class KnownModelEstimator:
                 if db.codebook is not None:
                     db.codebook.to(device)  # codes resident where the pose codes are computed
                 surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
+                if matcher is not None:  # the renders of refinement and verification: the surface's mesh
+                    feature_refiner = FeatureRefiner(surface.render_mesh, db.references.normalization,
+                                                     self.patch_backbone, size=config.feature_refine_size)
+                    verifier = FeatureRefiner(surface.render_mesh, db.references.normalization, self.patch_backbone,
+                                              size=config.verify_size)
                 self.objects.append(_LoadedObject(db, det_refs, feats, surface, head, matcher, kernels, feature_refiner,
                                                   verifier))
 
@@ -385,7 +384,7 @@ class KnownModelEstimator:
                 # chooses (real validation frames, 27 RGB-only instances: ADD-S-0.1d 11 % by
                 # similarity, 19 % by inliers, 22 % if the best place were always chosen).
                 order.sort(key=lambda i: -cams[i][1].pnp_inliers)
-            if with_depth:
+            else:
                 peaks = [i for i in order if cams[i][3] is None][:n_peaks]
                 order = peaks + [i for i in order if cams[i][3] is not None][:cfg.depth_proposals]
         else:
@@ -509,12 +508,10 @@ class KnownModelEstimator:
         """The image at every scale some object's depth range needs (one backbone pass each)."""
         t0 = time.perf_counter()
         cfg = self.config
-        focal = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1]))
-        lo, hi = cfg.detection_depth_range
         every = image_scales(*cfg.feature_scales)
-        scales = [s for s in every
-                  if any(lo <= o.kernels.depth_at_scale(s, focal) <= hi for o in self.objects if o.kernels)]
-        image = encode_image_scales(self.patch_backbone, frame.rgb, scales or [every[-1]])
+        scales = {s for o in self.objects if o.kernels
+                  for s in o.kernels.scales_in_range(every, frame.K, cfg.detection_depth_range)}
+        image = encode_image_scales(self.patch_backbone, frame.rgb, sorted(scales) or [every[-1]])
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
         return image
 
