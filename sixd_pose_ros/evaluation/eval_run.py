@@ -147,33 +147,53 @@ def prepare_objects(dataset: EvalDataset, options: EvalOptions, objects_dir: Pat
 def _build_model_free(dataset: EvalDataset, obj_id: int, mesh, objects_dir: Path,
                       options: EvalOptions) -> tuple[Path, frozenset, str]:
     """The object's model-free database by the sequence or the capture protocol
-    (evaluation/model_free_refs.py); returns it, the frames it used, and the protocol."""
-    import dataclasses
+    (evaluation/model_free_refs.py); returns it, the frames it used, and the protocol.
+
+    Sequence when the object is seen in exactly one BOP scene with at least ``refs + 4`` frames
+    that show it (a real video: references from its own frames); capture otherwise (objects
+    spread over many short scenes, like the synthetic benchmark).
+    """
     import shutil
 
-    from sixd_pose_ros.evaluation.model_free_refs import render_capture, sequence_reference_frames
+    from sixd_pose_ros.evaluation.model_free_refs import render_capture, sequence_references
     from sixd_pose_ros.objects.model_free_database import build_model_free_database
-    from sixd_pose_ros.objects.posed_images import read_bop_views
 
     name = object_name(obj_id)
     parent = objects_dir / "model_free" / f"refs{options.refs}"
-    unit = dataset.units[0]
-    if len(dataset.units) == 1 and unit.kind == "bop_scene":
-        images = read_bop_views(unit.path, obj_id)
-        if len(images.views) >= options.refs + 4:
-            im_ids = [int(Path(v.name).stem) for v in images.views]
-            R = np.stack([v.R_w2c for v in images.views])
-            t = np.stack([v.t_w2c for v in images.views])
-            chosen = sequence_reference_frames(R, t, options.refs)
-            subset = dataclasses.replace(images, views=[images.views[i] for i in chosen])
-            path = build_model_free_database(subset, name, parent, overwrite=True, progress=options.progress)
-            return path, frozenset((unit.scene_id, im_ids[i]) for i in chosen), "sequence"
+    scenes = _scenes_with_object(dataset, obj_id)
+    if len(scenes) == 1:
+        unit = scenes[0]
+        refs = sequence_references(unit.path, obj_id, options.refs)
+        if refs is not None:
+            if refs.left_out:
+                log.info("%s: %d frame(s) of scene %d do not show it and are not references: %s", name,
+                         len(refs.left_out), unit.scene_id, "; ".join(f"{v.name} ({v.reason})"
+                                                                       for v in refs.left_out[:5]))
+            path = build_model_free_database(refs.images, name, parent, overwrite=True, progress=options.progress)
+            return path, frozenset((unit.scene_id, i) for i in refs.im_ids), "sequence"
+        log.warning("%s: scene %d has fewer than --refs %d + 4 frames showing it; references are rendered "
+                    "from the mesh instead (capture protocol)", name, unit.scene_id, options.refs)
     capture = parent / "_capture" / name
     if capture.exists():
         shutil.rmtree(capture)
     render_capture(mesh, capture, options.refs, seed=obj_id)
     path = build_model_free_database(capture, name, parent, overwrite=True, progress=options.progress)
     return path, frozenset(), "capture"
+
+
+def _scenes_with_object(dataset: EvalDataset, obj_id: int) -> list[EvalUnit]:
+    """The dataset's BOP scenes whose ground truth shows ``obj_id`` (none when any unit is a bag:
+    a bag's frames are not posed views of a scene folder)."""
+    import json
+
+    if any(u.kind != "bop_scene" for u in dataset.units):
+        return []
+    found = []
+    for unit in dataset.units:
+        gt = json.loads((Path(unit.path) / "scene_gt.json").read_text(encoding="utf-8"))
+        if any(int(g["obj_id"]) == int(obj_id) for gts in gt.values() for g in gts):
+            found.append(unit)
+    return found
 
 
 def _build_database(mesh_path: Path, name: str, unit: str, objects_dir: Path, options: EvalOptions) -> Path:
@@ -323,15 +343,18 @@ def evaluate_unit(dataset: EvalDataset, unit: EvalUnit, models: Sequence[ObjectM
     latencies: dict[str, list[float]] = {name: [] for name in estimators}
     problems: list[tuple[int | None, str]] = []
     overlays: list[tuple[str, np.ndarray]] = []
-    excluded = frozenset().union(*(m.excluded for m in models))
     n = no_depth = 0
     for frame in read_unit(dataset, unit, problems, options.topics):
-        if (unit.scene_id, int(frame.im_id or 0)) in excluded:
-            continue  # a reference frame of the model-free protocol: never scored
+        # model-free: an object is never scored on a frame that was one of its references;
+        # a frame that is a reference of every object it shows is not evaluated at all
+        key = (unit.scene_id, int(frame.im_id or 0))
+        refs_here = {m.obj_id for m in models if key in m.excluded}
+        instances = [g for g in frame.instances if g.obj_id in by_id and g.obj_id not in refs_here]
+        if refs_here and not instances:
+            continue
         if max_frames is not None and n >= max_frames:
             break
         n += 1
-        instances = [g for g in frame.instances if g.obj_id in by_id]
         inputs = _frame_input(frame, options.use_depth)
         no_depth += int(options.use_depth and inputs.depth is None)
         for method, estimator in estimators.items():

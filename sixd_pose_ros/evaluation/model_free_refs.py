@@ -1,9 +1,15 @@
 """Reference photos for evaluating the model-free mode, by one of two documented protocols.
 
-* **sequence** (a dataset with one sequence, e.g. one BOP scene or bag showing the object from
-  around): ``--refs`` frames are chosen by farthest-point sampling of the camera's viewing
-  direction in the object frame (ground-truth poses give it), become the references, and are left
-  out of the evaluated frames: the estimator never scores a frame it was given as a reference.
+* **sequence** (the object is seen in one sequence only: one BOP scene of the dataset, e.g. a
+  real video): the frames that show the object (ground truth locates it, so frames where it is
+  hidden, out of the image or without depth on it are left out; see
+  :mod:`~sixd_pose_ros.objects.view_visibility`) are candidates; ``--refs`` of them are chosen
+  by farthest-point sampling of the camera's viewing direction in the object frame, become the
+  references, and are not scored for that object: the estimator never scores an object on a
+  frame it was given as that object's reference. Other objects in the frame are still scored.
+  The references come from the scene's own frames, as in Gen6D's protocol; how well they cover
+  the object depends on the sequence (20 consecutive frames of one video move the camera a few
+  cm: one side of the object only).
 * **capture** (a dataset whose objects appear in many short scenes, like the synthetic benchmark):
   the capture a user would make with the arm is simulated: ``--refs`` views rendered around the
   mesh (FPS directions on a sphere, random roll, colour + depth + mask), written in the plain
@@ -13,6 +19,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +28,8 @@ import trimesh
 
 from sixd_pose_ros.geometry.normalization import normalization_from_points
 from sixd_pose_ros.geometry.sampling import farthest_point_sampling, icosphere_vertices
+from sixd_pose_ros.objects.posed_images import PosedImageSet, read_bop_views
+from sixd_pose_ros.objects.view_visibility import LeftOutView, leave_out_unseen
 
 CAPTURE_SIZE = (320, 240)
 CAPTURE_DISTANCE_RADII = 3.0
@@ -75,6 +84,43 @@ def render_capture(mesh: trimesh.Trimesh, folder: Path, n_views: int, seed: int 
              "intrinsics": {"K": K.tolist()}, "object": {"to_world": np.eye(4).tolist()}, "images": images}
     (folder / "poses.json").write_text(json.dumps(poses, indent=1))
     return folder
+
+
+@dataclass(frozen=True)
+class SequenceReferences:
+    """References of one object taken from the frames of its one scene.
+
+    Attributes:
+        images: the chosen reference frames (a posed set ready for the build).
+        im_ids: BOP image ids of those frames (never scored for this object).
+        candidates: frames of the scene that show the object (the pool the references came from).
+        left_out: frames of the scene where the object is not seen, with the reason.
+    """
+
+    images: PosedImageSet
+    im_ids: tuple[int, ...]
+    candidates: int
+    left_out: tuple[LeftOutView, ...]
+
+
+def sequence_references(scene: str | Path, obj_id: int, n_refs: int,
+                        min_scored: int = 4) -> SequenceReferences | None:
+    """``n_refs`` reference frames of ``obj_id`` from a BOP scene's own frames, or ``None``
+    when fewer than ``n_refs + min_scored`` frames show the object (then no frame would be left
+    to score, or too few: the caller falls back to the capture protocol).
+
+    Raises:
+        PosedImagesError: the scene's files cannot be read.
+    """
+    images, left_out = leave_out_unseen(read_bop_views(scene, obj_id))
+    if len(images.views) < n_refs + min_scored:
+        return None
+    R = np.stack([v.R_w2c for v in images.views])
+    t = np.stack([v.t_w2c for v in images.views])
+    chosen = sequence_reference_frames(R, t, n_refs)
+    subset = replace(images, views=[images.views[i] for i in chosen])
+    return SequenceReferences(subset, tuple(int(Path(images.views[i].name).stem) for i in chosen),
+                              len(images.views), tuple(left_out))
 
 
 def sequence_reference_frames(R_m2c: np.ndarray, t_m2c: np.ndarray, n_refs: int) -> np.ndarray:

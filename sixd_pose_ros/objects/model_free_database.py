@@ -21,6 +21,8 @@ The steps, each a function here:
      is the middle of the points' box in the object axes and the size the farthest point from
      it, after dropping stray points outside the 0.5..99.5 percentile box (widened by 5 %);
    - a *point cloud* or *box* from the user: its box centre; the farthest point or box corner;
+   - *object-centred poses* (BOP ground truth, a given object pose), no depth: the centre is
+     the object frame's origin, the size from the masks as below;
    - *masks* (no depth): the centre is the least-squares point nearest to the rays through
      every mask's centroid, the size ``max_i d_i sin(a_i)`` with ``a_i`` the silhouette's
      largest angle from that centre's direction (a lower bound, tight with many views);
@@ -29,7 +31,12 @@ The steps, each a function here:
 
 4. **Consistency** (:func:`check_views`): the centre must be in front of and inside every
    view, and every camera outside the bounding sphere; otherwise the build stops naming the
-   views (a pose in the wrong convention, a wrong unit, a photo of something else).
+   views (a pose in the wrong convention, a wrong unit, a photo of something else). When the
+   input locates the object (BOP ground truth, a given object pose, centre, box or point
+   cloud), frames that do not show it are instead left out before this step
+   (:mod:`~sixd_pose_ros.objects.view_visibility`: low ``visib_fract``, centre outside the
+   image, empty mask, no depth on it) and after it (the estimated centre outside the image),
+   each listed with its reason in ``object.json`` ``coverage.left_out`` and the build notes.
 5. **References**: every photo is warped with
    :func:`~sixd_pose_ros.objects.references.warp_to_object`; the viewpoint selector and the
    detector use farthest-point subsets of them (64 and 32 by default), whose indices
@@ -49,7 +56,8 @@ object-to-input-world transform, so poses can be mapped back to the input's fram
 ``normalization`` (``center`` in the object frame, ``scale`` = bounding radius); ``diameter``
 and its ``diameter_source``; ``geometry`` (the sources of centre and size); ``references``
 (file, count, crop size, image names, ``selector`` / ``detector`` subset indices, sha256);
-``coverage``; ``source`` (input format, folder, pose file hash, notes); ``weights`` (identities
+``coverage`` (with ``left_out``: the frames not used and why); ``source`` (input format,
+folder, pose file hash, ``n_images`` read and ``n_used``, notes); ``weights`` (identities
 of the shipped networks at build time, for the record: references do not depend on them);
 ``mesh`` (``null``, or with metric depth the fused surface: file, sha256, method, size; see
 step 7); ``codebook`` (``null``); ``build`` (timings). The folder is written atomically.
@@ -96,6 +104,12 @@ from sixd_pose_ros.objects.references import (
     ReferenceSet,
     references_from_frames,
 )
+from sixd_pose_ros.objects.view_visibility import (
+    MIN_VISIB_FRACT,
+    LeftOutView,
+    leave_out_unseen,
+    summarize_left_out,
+)
 
 __all__ = [
     "COVERAGE_MAX_ANGLE_DEG",
@@ -106,6 +120,7 @@ __all__ = [
     "ModelFreeDatabase",
     "ModelFreeDatabaseError",
     "ObjectGeometry",
+    "UnseenViewsError",
     "build_model_free_database",
     "build_summary",
     "check_views",
@@ -132,6 +147,17 @@ _MODE = "model_free"
 
 class ModelFreeDatabaseError(SixdPoseError):
     """A model-free object database cannot be built or loaded; the message names the fix."""
+
+
+class UnseenViewsError(ModelFreeDatabaseError):
+    """Some views do not see the estimated object centre; ``names`` are those views and
+    ``reasons`` why each (behind the camera, outside the image). For object-centred inputs the
+    build leaves them out; otherwise the user must drop or fix them."""
+
+    def __init__(self, message: str, names: list[str], reasons: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
+        self.reasons = reasons
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,7 +311,9 @@ def check_views(views: list[PosedView], center_w: np.ndarray, radius: float | No
     camera must be outside the bounding sphere; otherwise raise, naming the views and the fix.
 
     Raises:
-        ModelFreeDatabaseError.
+        UnseenViewsError: some (not all) views miss the centre; it lists them all.
+        ModelFreeDatabaseError: every view (or, for the user's own geometry, most views) misses
+            it, or a camera is inside the sphere.
     """
     behind, outside, inside_sphere = [], [], []
     for v in views:
@@ -322,13 +350,18 @@ def check_views(views: list[PosedView], center_w: np.ndarray, radius: float | No
         parts = []
         for what, names in (("behind the camera", behind), ("outside the image", outside)):
             if names:
-                listed = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
-                parts.append(f"{what}: {listed}")
+                parts.append(f"{what}: {', '.join(names)}")
         why = ("their optical axes do not meet the others near a common point"
                if center_source == "optical_axes" else "their poses disagree with the others")
-        raise ModelFreeDatabaseError(
+        drop = behind + outside
+        raise UnseenViewsError(
             f"inconsistent poses: {bad} of {len(views)} views do not see the object centre "
-            f"({'; '.join(parts)}); {why}. Fix those poses or remove those images")
+            f"({'; '.join(parts)}); {why}. Remove these {bad} image(s) from the input (or fix "
+            f"their poses): {' '.join(drop)}. If the photos locate the object (BOP ground truth, "
+            "or an object pose/box in poses.json), frames that do not show it are left out by "
+            "themselves", drop,
+            ["object centre behind the camera"] * len(behind)
+            + ["object centre outside the image"] * len(outside))
     if inside_sphere:
         raise ModelFreeDatabaseError(
             f"{len(inside_sphere)} camera(s) are inside the object's bounding sphere (radius "
@@ -364,6 +397,11 @@ def estimate_object_geometry(images: PosedImageSet) -> ObjectGeometry:
             center_src = "box"
         elif hint.radius is not None:
             radius, size_src = float(hint.radius), "given_radius"
+    elif hint.origin is not None:
+        # Object-centred poses (BOP ground truth, a given object pose): the frame's origin is
+        # on the object, and the views need not surround it (a real scene's frames may all
+        # come from one side), so it is the prior centre; depth refines it below.
+        center_w, center_src = np.asarray(hint.origin, np.float64), "object_origin"
     elif images.has_masks:
         rays = np.array([v.pixel_ray(e.centroid) for v, e in zip(views, evidence)])
         center_w, spread = _nearest_point_to_lines(centers, rays)
@@ -682,6 +720,19 @@ def _selector_weight_id() -> str | None:
     return file_sha256(path) if path.is_file() else None
 
 
+def _require_enough(images: PosedImageSet, left_out: list[LeftOutView]) -> None:
+    """At least :data:`MIN_REFERENCES` usable views, else an error that says what was left out."""
+    if len(images) >= MIN_REFERENCES:
+        return
+    why = ""
+    if left_out:
+        why = (f" ({summarize_left_out(left_out, len(images) + len(left_out))}; lower "
+               "min_visib_fract only if those frames really show it)")
+    raise ModelFreeDatabaseError(
+        f"{images.source} has {len(images)} posed image(s) of the object{why}; model-free mode "
+        f"needs at least {MIN_REFERENCES} (better 32-128) from around it: add photos")
+
+
 def build_model_free_database(
     images: str | os.PathLike | PosedImageSet,
     name: str,
@@ -697,6 +748,7 @@ def build_model_free_database(
     coverage_angle_deg: float = COVERAGE_MAX_ANGLE_DEG,
     progress: bool = True,
     reconstruct: bool = True,
+    min_visib_fract: float = MIN_VISIB_FRACT,
 ) -> Path:
     """Build ``out_dir/name/`` from posed photos (atomic: all or nothing).
 
@@ -714,6 +766,9 @@ def build_model_free_database(
         reconstruct: with metric depth, fuse it into ``mesh.ply``
             (:mod:`~sixd_pose_ros.objects.reconstruction`), which the estimator aligns to the
             query's depth.
+        min_visib_fract: when the poses locate the object, frames whose ``visib_fract`` (BOP
+            ``scene_gt_info.json``) is below this are left out
+            (:func:`~sixd_pose_ros.objects.view_visibility.leave_out_unseen`).
 
     Returns:
         The object folder.
@@ -735,10 +790,9 @@ def build_model_free_database(
     with atomic_output_dir(final, overwrite=overwrite) as tmp:
         if not isinstance(images, PosedImageSet):
             images = read_posed_images(images, fmt, obj_id)
-        if len(images) < MIN_REFERENCES:
-            raise ModelFreeDatabaseError(
-                f"{images.source} has {len(images)} posed image(s) of the object; model-free mode "
-                f"needs at least {MIN_REFERENCES} (better 32-128) from around it: add photos")
+        n_read = len(images)
+        images, left_out = leave_out_unseen(images, min_visib_fract)
+        _require_enough(images, left_out)
         with_mask = [v.mask_path is not None for v in images.views]
         if any(with_mask) and not all(with_mask):
             missing = [v.name for v, m in zip(images.views, with_mask) if not m]
@@ -765,7 +819,20 @@ def build_model_free_database(
                     "depth_scale and that depth is registered to the colour images")
                 images = replace(images, views=[replace(v, depth_path=None)
                                                 for v in images.views])
-        geometry = estimate_object_geometry(images)
+        try:
+            geometry = estimate_object_geometry(images)
+        except UnseenViewsError as exc:
+            if not images.hint.located:
+                raise
+            # Object-centred poses: the frames that miss the estimated centre just do not show it.
+            unseen = [LeftOutView(n, f"{r} (estimated from {len(images)} views)")
+                      for n, r in zip(exc.names, exc.reasons)]
+            left_out += unseen
+            gone = set(exc.names)
+            images = replace(images, views=[v for v in images.views if v.name not in gone],
+                             notes=list(images.notes) + [summarize_left_out(unseen, len(images))])
+            _require_enough(images, left_out)
+            geometry = estimate_object_geometry(images)
         seconds["geometry"] = time.perf_counter() - t
         t = time.perf_counter()
         refs = _warp_references(images, geometry, size, progress)
@@ -783,6 +850,7 @@ def build_model_free_database(
         selector = farthest_point_sampling(dirs, min(n_selector, len(refs)), 0)
         detector = farthest_point_sampling(dirs, min(n_detector, len(refs)), 0)
         coverage = coverage_report(dirs, coverage_subdivisions, coverage_angle_deg)
+        coverage_json = {**coverage.to_json(), "left_out": [v.to_json() for v in left_out]}
         refs.save(tmp / "references.npz")
         seconds["write"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t0
@@ -806,7 +874,7 @@ def build_model_free_database(
                 "pose_file": pose_file.name if pose_file else None,
                 "pose_sha256": file_sha256(pose_file) if pose_file and pose_file.is_file()
                 else None,
-                "n_images": len(images), "notes": list(images.notes),
+                "n_images": n_read, "n_used": len(images), "notes": list(images.notes),
             },
             "object_frame": {"source": geometry.frame_source,
                              "to_input": np.round(geometry.to_input(), 10).tolist()},
@@ -830,7 +898,7 @@ def build_model_free_database(
                 "detector": {"n": len(detector), "indices": detector.tolist()},
             },
             "codebook": None,
-            "coverage": coverage.to_json(),
+            "coverage": coverage_json,
             "build": {"seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         }
         atomic_write_text(tmp / "object.json", json.dumps(info, indent=1) + "\n")

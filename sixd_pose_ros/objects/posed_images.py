@@ -92,6 +92,8 @@ class PosedView:
         depth_scale: meters per stored depth unit.
         mask_path: optional object mask image (non-zero = object).
         dist: optional OpenCV distortion ``(k1, k2, p1, p2)``; :meth:`load` undistorts with it.
+        visib_fract: fraction of the object's projection that is visible (not occluded), when
+            the input says (BOP ``scene_gt_info.json``); ``None``: unknown.
     """
 
     name: str
@@ -105,6 +107,7 @@ class PosedView:
     depth_scale: float = 0.001
     mask_path: Path | None = None
     dist: np.ndarray | None = None
+    visib_fract: float | None = None
 
     def __post_init__(self) -> None:
         self.K = np.asarray(self.K, dtype=np.float64).reshape(3, 3)
@@ -188,6 +191,23 @@ class ObjectHint:
     radius: float | None = None
     points: np.ndarray | None = None
     frame_source: str = "world_axes"
+
+    @property
+    def located(self) -> bool:
+        """The input places the object in its world (a pose, a centre or box, a point cloud),
+        so a view can be checked for showing it without first estimating where it is."""
+        return self.origin is not None or self.center is not None or self.points is not None
+
+    @property
+    def location(self) -> np.ndarray | None:
+        """``(3,)`` the best given point of the object in the world: the point cloud's box
+        centre, the given centre, or the given frame's origin; ``None`` when not located."""
+        if self.points is not None:
+            pts = np.asarray(self.points, np.float64)
+            return 0.5 * (pts.min(axis=0) + pts.max(axis=0))
+        if self.center is not None:
+            return np.asarray(self.center, np.float64)
+        return None if self.origin is None else np.asarray(self.origin, np.float64)
 
 
 @dataclass
@@ -654,13 +674,30 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _visib_fract(gt_info: dict, im_id: int, gt_id: int) -> float | None:
+    """``visib_fract`` of one ground-truth instance from ``scene_gt_info.json``, or ``None``
+    when the file, the frame or the value is missing (then visibility is judged from the pixels)."""
+    entries = gt_info.get(im_id) or []
+    if gt_id >= len(entries) or not isinstance(entries[gt_id], dict):
+        return None
+    value = entries[gt_id].get("visib_fract")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedImageSet:
     """Read format (b): one BOP scene (``scene_camera.json``, ``scene_gt.json``, ``rgb/``,
     optional ``depth/`` and ``mask_visib/``) with ground-truth poses of the object.
 
     The ground-truth pose *is* the object-to-camera pose, so the world is the BOP model frame
     (``R_o2w = I``, origin 0) and everything is metric (``cam_t_m2c`` in mm, depth times
-    ``depth_scale`` in mm). Frames without the object are skipped (a note says so).
+    ``depth_scale`` in mm). Frames without the object are skipped (a note says so). When
+    ``scene_gt_info.json`` is there, each view carries its ``visib_fract``, so that the build
+    can leave out frames where the object is hidden
+    (:mod:`~sixd_pose_ros.objects.view_visibility`).
 
     Args:
         path: the scene folder.
@@ -671,6 +708,7 @@ def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedI
         raise PosedImagesError(f"BOP scene folder {folder} does not exist; check the path")
     camera = _bop_json(folder / "scene_camera.json")
     gt = _bop_json(folder / "scene_gt.json")
+    gt_info = _bop_json(folder / "scene_gt_info.json") if (folder / "scene_gt_info.json").is_file() else {}
     ids = sorted({int(g["obj_id"]) for gts in gt.values() for g in gts})
     if obj_id is None:
         if len(ids) != 1:
@@ -711,7 +749,8 @@ def read_bop_views(path: str | os.PathLike, obj_id: int | None = None) -> PosedI
             name=f"rgb/{image.name}", image_path=image, K=_check_K(cam["cam_K"], where),
             R_w2c=R, t_w2c=t, width=w, height=h, depth_path=depth_path,
             depth_scale=float(cam.get("depth_scale", 1.0)) / 1000.0,
-            mask_path=mask_path if mask_path.is_file() else None))
+            mask_path=mask_path if mask_path.is_file() else None,
+            visib_fract=_visib_fract(gt_info, im_id, gt_id)))
     _missing_files(files, folder / "scene_camera.json")
     notes = []
     if skipped:
