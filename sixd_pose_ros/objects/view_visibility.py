@@ -82,7 +82,10 @@ def leave_out_unseen(images: PosedImageSet, min_visib_fract: float = MIN_VISIB_F
     ``min_visib_fract``; the object's given location (:attr:`ObjectHint.location`) behind the
     camera or outside the image; an empty mask; with metric depth, fewer than
     :data:`MIN_DEPTH_PIXELS` valid depth pixels on the object. Sets that do not locate the
-    object come back unchanged (nothing can be judged before the object is found).
+    object come back unchanged (nothing can be judged before the object is found), and so do
+    sets whose given location every view misses (or, for a user's centre, box or point cloud,
+    most views): that is a misplaced location or a wrong pose convention, which
+    :func:`~sixd_pose_ros.objects.model_free_database.check_views` reports.
 
     Args:
         images: the posed set as read.
@@ -96,13 +99,20 @@ def leave_out_unseen(images: PosedImageSet, min_visib_fract: float = MIN_VISIB_F
     centre = images.hint.location
     if centre is None:
         return images, []
+    outside = [centre_outside_reason(v, centre) for v in images.views]
+    n_out = sum(r is not None for r in outside)
+    given = images.hint.center is not None or images.hint.points is not None
+    if n_out == len(outside) or (given and 2 * n_out > len(outside)):
+        # Missed by every view (or the user's own centre/box/cloud by most): the location or
+        # the pose convention is wrong, not the object hidden; check_views says which.
+        return images, []
     use_depth = images.metric and images.has_depth
     kept, left_out = [], []
-    for view in images.views:
+    for view, out in zip(images.views, outside):
         reason = None
         if view.visib_fract is not None and view.visib_fract < min_visib_fract:
             reason = f"visib_fract {view.visib_fract:.2f} < {min_visib_fract:g}"
-        reason = reason or centre_outside_reason(view, centre) or _pixel_reason(view, centre, use_depth)
+        reason = reason or out or _pixel_reason(view, centre, use_depth)
         if reason is None:
             kept.append(view)
         else:
