@@ -20,8 +20,8 @@ The steps, each a function here:
      else inside the sphere of step 4's estimate) is back-projected into the world; the centre
      is the middle of the points' box in the object axes and the size the farthest point from
      it, after dropping stray points outside the 0.5..99.5 percentile box (widened by 5 %);
-     when the input locates the object, masks are first eroded by 2 pixels and only the
-     connected piece of points (1 cm voxels) nearest to the given location is kept;
+     when the input locates the object, only the connected piece of points (1 cm voxels)
+     nearest to the given location is kept, and BOP masks are first eroded by 2 pixels;
    - a *point cloud* or *box* from the user: its box centre; the farthest point or box corner;
    - *object-centred poses* (BOP ground truth, a given object pose), no depth: the centre is
      the object frame's origin, the size from the masks as below;
@@ -289,9 +289,10 @@ class _ViewEvidence:
 def _gather_evidence(images: PosedImageSet, use_depth: bool) -> list[_ViewEvidence]:
     out = []
     empty = []
-    # Located inputs are real scenes (BOP, a capture with a box): depth at mask edges mixes
-    # object and background, so only the mask's inside gives depth points.
-    erode = np.ones((5, 5), np.uint8) if images.hint.located else None
+    # BOP masks are drawn from labels or the model, not from this depth: at their edges the depth
+    # is often the background's, so only the mask's inside gives depth points. (A capture's
+    # masks are cut from its own depth and keep thin parts, so they are used whole.)
+    erode = np.ones((5, 5), np.uint8) if images.format == "bop" else None
     for v in images.views:
         mask = v.load_mask()
         centroid = contour = None
