@@ -19,7 +19,7 @@ from sixd_pose_ros.geometry.pose_errors import add_error, rotation_error_deg, tr
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_autoencoder, weights_identity
 from sixd_pose_ros.objects.codebook import as_encoder
 from sixd_pose_ros.objects.database import build_object_database
-from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
+from sixd_pose_ros.pipeline.known_model import FEATURE_DETECTION_MODES, KnownModelConfig, KnownModelEstimator
 from sixd_pose_ros.pipeline.types import Frame
 
 SMOKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_smoke" / "lmo_scene2_frame3"
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--feature-detection", choices=("without_depth", "always", "off"),
+    parser.add_argument("--feature-detection", choices=FEATURE_DETECTION_MODES,
                         default=KnownModelConfig.feature_detection,
                         help="where places come from (KnownModelConfig.feature_detection)")
     args = parser.parse_args()

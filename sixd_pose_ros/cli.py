@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "codebook instead of the pretrained-feature templates (for comparison)")
     p.add_argument("--feature-detection", choices=("without_depth", "always", "off"), default=None,
                    help="known_model with templates: places from the templates correlated over the image "
-                   "(always), only on frames without depth (without_depth, the default), or never (off: "
+                   "(always, the default), only on frames without depth (without_depth), or never (off: "
                    "the trained detector)")
     p.add_argument("--feature-refine-iterations", type=int, default=None, metavar="N",
                    help="known_model without depth: render-and-match PnP rounds at the chosen pose "

@@ -108,11 +108,29 @@ def test_explained_is_high_at_the_true_pose_and_low_elsewhere(scene):
     turned = matrix_from_axis_angle(t / np.linalg.norm(t), np.radians(90)) @ R
     assert segment_explained(seg, tree, turned, t, K, diameter) < 0.8
     assert segment_explained(seg, tree, R, t + np.array([1.0, 0, 0]), K, diameter) == 0.0  # off image
-    # A model whose origin is at its base: the centre argument finds the segment all the same.
+    # A model whose origin is at its base: the segment is the one under its surface all the same.
     base = np.array([0.0, 0.0, -0.03])
     tree_base = cKDTree(np.asarray(box.sample(3000, seed=0)) - base)
     t_base = t + R @ base
-    assert segment_explained(seg, tree_base, R, t_base, K, diameter, center=-base) > 0.8
+    assert segment_explained(seg, tree_base, R, t_base, K, diameter) > 0.8
+
+
+def test_explained_finds_the_segment_of_an_object_whose_centre_is_not_on_it():
+    # A ring lying on the table (a roll of tape): its centre projects into the hole, onto the table.
+    ring = trimesh.creation.torus(major_radius=0.05, minor_radius=0.012)
+    n = TILT @ np.array([0.0, 0.0, -1.0])
+    R, t = TILT, np.array([0.0, 0.0, 0.8]) + 0.012 * n
+    out = render([RenderMesh.from_trimesh(ring)], R[None], t[None], K, W, H)
+    table = _table_depth()
+    depth = np.where(out.depth[0] > 0, np.minimum(out.depth[0], table), table).astype(np.float32)
+    seg = segment_depth(depth, K)
+    centre_px = np.round((K @ t)[:2] / t[2]).astype(int)
+    assert seg.labels[centre_px[1], centre_px[0]] == 0  # the centre sees the table: no segment there
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(ring.sample(3000, seed=0)))
+    diameter = float(np.linalg.norm(ring.extents))
+    assert segment_explained(seg, tree, R, t, K, diameter) > 0.8
 
 
 def test_bad_depth_gives_no_segments_not_an_error():

@@ -104,7 +104,7 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
         rank = aligned.agreement * max(hyp.place_similarity, 0.0) ** similarity_power
         if segmentation is not None and aligned.agreement > 0:
             rank *= max(0.05, segment_explained(segmentation, model.tree, aligned.R, aligned.t, frame.K,
-                                                model.diameter, center=model.center))
+                                                model.diameter))
         ranked.append(Ranked(float(rank), hyp, aligned))
     return sorted(ranked, key=lambda r: -r.rank)  # stable: the first of equal ranks wins
 
