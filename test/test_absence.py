@@ -39,7 +39,7 @@ def test_an_object_that_is_not_in_the_photo_gets_no_pose(estimator_and_photo):
     assert estimator.config.min_detection_score == 0.3  # the default the node uses
     assert estimator.estimate(Frame(photo.rgb, photo.K, photo.depth)) == []
     # Without depth it is not so: the render-and-match refiner moves the drill to where the
-    # clutter looks most like it, and its contrast there passes (KnownModelConfig.confirmed_contrast).
+    # clutter looks most like it, and its contrast there passes (KnownModelConfig.contrast_gain).
 
 
 def test_the_same_object_put_into_the_photo_is_found(estimator_and_photo):
