@@ -25,6 +25,13 @@ name                   inputs -> outputs                   dynamic dimensions
 ``selector``           query ``(B, 3, 128, 128)`` ->       ``B``; the object's prepared reference
                        scores ``(B, N, A)``, angle         features and viewing directions are
                        ``(B, N, 2)``                       baked in, one graph per object
+``patch_backbone``     crops ``(B, 3, 224, 224)`` ->       ``B`` (template-sized query crops)
+                       features ``(B, C, 14, 14)``
+``patch_backbone_      images ``(B, 3, H, W)`` ->          ``B``, ``H``, ``W``: one ONNX file;
+dynamic``              features ``(B, C, H/16, W/16)``     two TensorRT profiles (tags ``image``:
+                                                           the image at every feature scale;
+                                                           ``crops``: the refiner's and the
+                                                           verifier's crop pairs)
 =====================  ==================================  ====================================
 
 The codebook lookup stays a torch matrix product on the backend's device (codes resident
@@ -79,6 +86,8 @@ __all__ = [
     "exportable",
     "exporter_facts",
     "module_identity",
+    "patch_backbone_dynamic_spec",
+    "patch_backbone_spec",
     "pyramid_sizes",
     "refiner_spec",
 ]
@@ -107,6 +116,9 @@ class DynDim:
     opt: int
     max: int
     multiple: int = 1
+    #: An image side (any integer, so ``multiple`` 1): exported over the same wide range as the
+    #: multiples of 16 are, so that the one ONNX file serves profiles of other ranges too.
+    spatial: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
@@ -134,6 +146,9 @@ class NetworkSpec:
         identity: sha256 of the weights and of any constants baked into the graph.
         tag: distinguishes graphs of the same name and identity kind (e.g. the object name of a
             detector head); part of the file name, not of the key.
+        shared_export: specs of one graph that differ only in their TensorRT profile (the
+            dynamic patch backbone's ``image`` and ``crops``) share one ONNX file, named after
+            ``name`` alone: exporting it takes seconds, and the graphs are the same.
     """
 
     name: str
@@ -143,6 +158,7 @@ class NetworkSpec:
     dyn: dict[str, DynDim] = field(default_factory=dict)
     identity: str = ""
     tag: str = ""
+    shared_export: bool = False
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -151,6 +167,11 @@ class NetworkSpec:
     @property
     def cache_name(self) -> str:
         return f"{self.name}-{self.tag}" if self.tag else self.name
+
+    @property
+    def onnx_name(self) -> str:
+        """The ONNX cache file's name (see ``shared_export``)."""
+        return self.name if self.shared_export else self.cache_name
 
     def _shape(self, spec: TensorSpec, pick: Callable[[DynDim], int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else self.dyn[d].multiple * pick(self.dyn[d]) for d in spec.dims)
@@ -173,7 +194,8 @@ class NetworkSpec:
 
         dims = {}
         for name, d in self.dyn.items():
-            hi = (_EXPORT_MAX_SIDE // d.multiple) if d.multiple > 1 else max(d.max, _EXPORT_MAX_BATCH)
+            wide = d.multiple > 1 or d.spatial
+            hi = (_EXPORT_MAX_SIDE // d.multiple) if wide else max(d.max, _EXPORT_MAX_BATCH)
             dims[name] = Dim(name, min=1, max=max(hi, d.max))
         out = []
         for t in self.inputs:
@@ -372,8 +394,10 @@ def encoder_spec(autoencoder, max_batch: int = 8) -> NetworkSpec:
 
 
 class PatchBackboneExport(nn.Module):
-    """``crops (B, 3, S, S)`` float RGB in [0, 1] -> ``(features (B, C, S/16, S/16),)``: the
-    frozen pretrained backbone as one graph, so that TensorRT / ONNX Runtime run it too."""
+    """``images (B, 3, H, W)`` float RGB in [0, 1] -> ``(features (B, C, ceil(H/16),
+    ceil(W/16)),)``: the frozen pretrained backbone as one graph, so that TensorRT / ONNX
+    Runtime run it too. Its "same" paddings are fixed pads (computed once for the weights'
+    224 px), so the graph has no shape-dependent branch and exports with any H and W."""
 
     output_names = ("features",)
 
@@ -391,6 +415,35 @@ def patch_backbone_spec(backbone, size: int = 224, max_batch: int = 16) -> Netwo
     return NetworkSpec("patch_backbone", module, (TensorSpec("crops", ("batch", 3, size, size)),),
                        PatchBackboneExport.output_names, {"batch": DynDim(1, 4, max_batch)},
                        identity=module_identity(backbone, config=backbone.identity))
+
+
+def patch_backbone_dynamic_spec(backbone, sizes: Sequence[tuple[int, int]], opt: tuple[int, int], tag: str,
+                                batch: tuple[int, int, int] = (1, 1, 1)) -> NetworkSpec:
+    """The frozen patch backbone on images of any size: batch, height and width dynamic.
+
+    Why a second spec beside :func:`patch_backbone_spec`: the whole-image encode of feature
+    detection runs the backbone on the frame at up to 9 scales (sizes that are not multiples of
+    16), and the render-and-match refiner and the verifier on crop pairs of other sides (448
+    and 224 px); a static graph per size would be a dozen exports and engines.
+
+    The ONNX graph is the same for every ``tag`` (``shared_export``: exported once, any size up
+    to 4096 px); what differs is the TensorRT profile, which is one engine per tag: ``sizes``
+    (``(W, H)`` pairs the caller will run, e.g. every feature scale of the camera image) give
+    its min and max, ``opt`` (``(W, H)``) the shape its kernels are tuned for, and ``batch`` its
+    ``(min, opt, max)`` batch. TensorRT runs any shape within the profile; a frame outside it
+    (another camera) raises, and the runner then falls back to the next backend.
+
+    The cache key is the backbone's identity (variant, block, wheel version, weights sha256)
+    and its state, as for every graph: other weights, another export.
+    """
+    module = PatchBackboneExport(backbone).eval()
+    ws = [int(w) for w, _ in sizes] + [int(opt[0])]
+    hs = [int(h) for _, h in sizes] + [int(opt[1])]
+    dyn = {"batch": DynDim(*batch), "height": DynDim(min(hs), int(opt[1]), max(hs), spatial=True),
+           "width": DynDim(min(ws), int(opt[0]), max(ws), spatial=True)}
+    return NetworkSpec("patch_backbone_dynamic", module, (TensorSpec("images", ("batch", 3, "height", "width")),),
+                       PatchBackboneExport.output_names, dyn, identity=module_identity(backbone, config=backbone.identity),
+                       tag=tag, shared_export=True)
 
 
 def refiner_spec(refiner, max_batch: int = 4) -> NetworkSpec:
@@ -530,14 +583,14 @@ def ensure_onnx(spec: NetworkSpec, folder: str | os.PathLike | None) -> OnnxArti
     """
     entry = None
     if folder is not None:
-        entry = CacheEntry.for_facts(Path(folder) / "onnx", spec.cache_name, spec.facts(), "onnx")
+        entry = CacheEntry.for_facts(Path(folder) / "onnx", spec.onnx_name, spec.facts(), "onnx")
         data = entry.load()
         if data is not None:
             LOG.debug("onnx cache hit %s", entry.path)
             return OnnxArtifact(spec.name, data, sha256_bytes(data), entry.path, cached=True)
         stale = entry.siblings()
         # Visible (WARNING) because it stalls a start for seconds: say why and that it is once.
-        LOG.warning("exporting %s to ONNX, once for these weights (%s); cached in %s", spec.cache_name,
+        LOG.warning("exporting %s to ONNX, once for these weights (%s); cached in %s", spec.onnx_name,
                     f"other weights or exporter than {stale[0].name}" if stale else "not cached yet",
                     entry.folder)
     t0 = time.perf_counter()

@@ -24,9 +24,12 @@ import cv2
 import numpy as np
 import torch
 
+from sixd_pose_ros.engines.backends import Runner
+from sixd_pose_ros.engines.export import NetworkSpec, patch_backbone_dynamic_spec
 from sixd_pose_ros.objects.templates import TemplateSet
 
-__all__ = ["FeaturePeak", "ImageFeatures", "ObjectKernels", "encode_image_scales", "image_scales"]
+__all__ = ["FeaturePeak", "ImageFeatures", "ObjectKernels", "encode_image_scales", "image_backbone_spec",
+           "image_scales", "scaled_size"]
 
 _POOL = 2  # patches averaged per side in the correlation (stride 32)
 
@@ -56,12 +59,34 @@ class ImageFeatures:
     shape: tuple[int, int]  # (H, W) of the original image
 
 
-def encode_image_scales(backbone, rgb: np.ndarray, scales: list[float], runner=None) -> ImageFeatures:
-    """Encode ``rgb`` at every scale (each a backbone pass; the larger ones cost the most)."""
+def scaled_size(image_wh: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(W, H)`` of the image resized by ``scale`` as :func:`encode_image_scales` does it (at
+    least 32 px: a 2 x 2 pooled cell). The engines' profile is made of these sizes, so both
+    must round alike."""
+    return max(32, round(image_wh[0] * scale)), max(32, round(image_wh[1] * scale))
+
+
+def image_backbone_spec(backbone, image_wh: tuple[int, int], scales) -> NetworkSpec:
+    """The patch backbone's graph for :func:`encode_image_scales` on ``image_wh`` camera images
+    at ``scales``: batch 1, height and width dynamic over every scale's size.
+
+    The TensorRT profile is tuned (``opt``) for the unscaled image: it is the camera's own size,
+    the one every other engine is tuned for (``KnownModelConfig.image_size``), and the larger
+    scales, which cost the most (pixels grow with the square of the scale), are within 1.6x of
+    it per side, where kernels chosen for it still fit well; the small scales are cheap anyway.
+    """
+    image_wh = (int(image_wh[0]), int(image_wh[1]))
+    return patch_backbone_dynamic_spec(backbone, [scaled_size(image_wh, s) for s in scales], image_wh, "image")
+
+
+def encode_image_scales(backbone, rgb: np.ndarray, scales: list[float], runner: Runner | None = None) -> ImageFeatures:
+    """Encode ``rgb`` at every scale (each a backbone pass; the larger ones cost the most).
+    ``runner``: the backbone through an inference backend (:func:`image_backbone_spec`);
+    None runs the torch module."""
     h, w = rgb.shape[:2]
     maps = {}
     for s in sorted(set(scales)):
-        size = (max(32, round(w * s)), max(32, round(h * s)))
+        size = scaled_size((w, h), s)
         image = rgb if s == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         feats = torch.from_numpy(backbone.encode(image[None], runner=runner)[0]).permute(2, 0, 1)[None]
         maps[s] = torch.nn.functional.avg_pool2d(feats, _POOL, ceil_mode=True)

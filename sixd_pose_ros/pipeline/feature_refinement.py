@@ -16,11 +16,27 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sixd_pose_ros.engines.backends import Runner
+from sixd_pose_ros.engines.export import NetworkSpec, patch_backbone_dynamic_spec
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
 from sixd_pose_ros.geometry.normalization import ObjectNormalization
 from sixd_pose_ros.render.renderer import RenderMesh, render
 
-__all__ = ["FeatureRefiner", "RefinedPose"]
+__all__ = ["FeatureRefiner", "RefinedPose", "crop_pair_spec"]
+
+
+def crop_pair_spec(backbone, sides, opt: int) -> NetworkSpec:
+    """The patch backbone's graph for :class:`FeatureRefiner`: square crops of the ``sides``
+    (pixels; refinement's and verification's), two per call (the image's crop and the render).
+
+    One graph serves both refiners. Its TensorRT profile is tuned (``opt``) for the refiner's
+    side (448 by default): a 448 px pair is 4 times the work of a 224 px one, and without depth
+    the refiner encodes 4 such pairs per object while the verifier's 224 px pairs cost less in
+    all, even at 6 per object.
+    """
+    sides = [int(v) for v in sides]
+    return patch_backbone_dynamic_spec(backbone, [(v, v) for v in sides], (int(opt), int(opt)), "crops",
+                                       batch=(1, 2, 2))
 
 
 @dataclass
@@ -57,10 +73,11 @@ class _Comparison:
 class FeatureRefiner:
     """Refines one object's poses against renders of its mesh (see the module docstring)."""
 
-    def __init__(self, mesh: RenderMesh, normalization: ObjectNormalization, backbone, runner=None,
+    def __init__(self, mesh: RenderMesh, normalization: ObjectNormalization, backbone, runner: Runner | None = None,
                  size: int = 448, reach: int = 3) -> None:
         """``size``: crop side (448 = a 28 x 28 patch grid); ``reach``: how far (patches) a match
-        may lie from its rendered patch: the pose is already close."""
+        may lie from its rendered patch: the pose is already close. ``runner``: the backbone
+        through an inference backend (:func:`crop_pair_spec`); None runs the torch module."""
         self.mesh, self.norm, self.backbone, self.runner = mesh, normalization, backbone, runner
         self.size, self.reach = int(size), int(reach)
 

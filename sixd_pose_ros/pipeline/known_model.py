@@ -59,11 +59,12 @@ from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS, load_or_build_tem
 from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_by_depth
 from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
-from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner
+from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner, crop_pair_spec
 from sixd_pose_ros.pipeline.feature_detection import (
     ImageFeatures,
     ObjectKernels,
     encode_image_scales,
+    image_backbone_spec,
     image_scales,
 )
 from sixd_pose_ros.pipeline.detection import (
@@ -276,6 +277,14 @@ class KnownModelEstimator:
         self.patch_backbone = load_patch_backbone() if config.templates else None
         self._patch_runner = backend.runner(patch_backbone_spec(self.patch_backbone, TEMPLATE_DEFAULTS[2])) \
             if config.templates else None
+        # The whole-image encode and the refiner's and verifier's crop pairs: the same backbone
+        # at other sizes, through the backend too (one ONNX graph, a TensorRT profile each).
+        self._image_runner = backend.runner(image_backbone_spec(
+            self.patch_backbone, config.image_size, image_scales(*config.feature_scales))) \
+            if config.templates and config.feature_detection != "off" else None
+        self._crop_runner = backend.runner(crop_pair_spec(
+            self.patch_backbone, (config.feature_refine_size, config.verify_size), config.feature_refine_size)) \
+            if config.templates else None
         with torch.no_grad():
             grid = search_grid(*config.rotation_search_grid) \
                 if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
@@ -300,9 +309,10 @@ class KnownModelEstimator:
                 surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
                 if matcher is not None:  # the renders of refinement and verification: the surface's mesh
                     feature_refiner = FeatureRefiner(surface.render_mesh, db.references.normalization,
-                                                     self.patch_backbone, size=config.feature_refine_size)
+                                                     self.patch_backbone, self._crop_runner,
+                                                     size=config.feature_refine_size)
                     verifier = FeatureRefiner(surface.render_mesh, db.references.normalization, self.patch_backbone,
-                                              size=config.verify_size)
+                                              self._crop_runner, size=config.verify_size)
                 self.objects.append(_LoadedObject(db, det_refs, feats, surface, head, matcher, kernels, feature_refiner,
                                                   verifier, ObjectShape.from_mesh(db.mesh)))
 
@@ -542,7 +552,7 @@ class KnownModelEstimator:
         every = image_scales(*cfg.feature_scales)
         scales = {s for o in self.objects if o.kernels
                   for s in o.kernels.scales_in_range(every, frame.K, cfg.detection_depth_range)}
-        image = encode_image_scales(self.patch_backbone, frame.rgb, sorted(scales) or [every[-1]])
+        image = encode_image_scales(self.patch_backbone, frame.rgb, sorted(scales) or [every[-1]], self._image_runner)
         timings["backbone"] = 1000 * (time.perf_counter() - t0)
         return image
 
