@@ -81,3 +81,42 @@ def test_estimator_runs_on_tensorrt(tmp_path):
     (a,), (b,) = est.estimate(frame), ref.estimate(frame)
     angle = np.degrees(np.arccos(np.clip((np.trace(a.R.T @ b.R) - 1) / 2, -1, 1)))
     assert angle < 0.5 and np.linalg.norm(a.t - b.t) < 2e-3
+
+
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 2e-2)])
+def test_dynamic_patch_backbone_engines_match_torch_at_their_sizes(tmp_path, precision, tol):
+    """The patch backbone's two engines (one ONNX graph, two profiles): the whole image at the
+    feature scales' sizes (0.25, 0.5, 1.0 and 1.59 of 640x480, none a multiple of 16 but 1.0)
+    and the refiner's and verifier's crop pairs (448 and 224 px). Relative error of the whole
+    feature map as for the encoder above, and every patch's cosine with torch's (the features
+    are unit vectors the pipeline compares by cosine): within 1e-3 in fp32, 2e-2 in fp16."""
+    import copy
+
+    from sixd_pose_ros.engines.backends import TorchRunner, make_backend
+    from sixd_pose_ros.features.efficientnet import load_patch_backbone
+    from sixd_pose_ros.pipeline.feature_detection import image_backbone_spec, image_scales, scaled_size
+    from sixd_pose_ros.pipeline.feature_refinement import crop_pair_spec
+
+    backbone = copy.deepcopy(load_patch_backbone())  # the cached CPU one stays on the CPU
+    scales = image_scales(0.25, 1.6)
+    image = image_backbone_spec(backbone, (640, 480), scales)
+    crops = crop_pair_spec(backbone, (448, 224), 448)
+    backend = make_backend("tensorrt", "cuda", precision, cache=tmp_path)
+    # A copy on the GPU: the specs' module stays on the CPU, where the export traces it.
+    reference = TorchRunner(copy.deepcopy(image.module), torch.device("cuda"))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sizes = [scaled_size((640, 480), s) for s in (scales[0], 0.5, 1.0, scales[-1])]
+    cases = [(image, [(1, 3, h, w) for w, h in sizes]),
+             (crops, [(2, 3, 448, 448), (2, 3, 224, 224), (1, 3, 448, 448)])]
+    for spec, shapes in cases:
+        runner = backend.runner(spec)
+        assert runner.backend == "tensorrt" and spec.cache_name in backend.build_seconds
+        for shape in shapes:
+            x = torch.rand(shape, device="cuda", generator=gen)
+            (got,), (want,) = runner(x), reference(x)
+            assert got.is_cuda and got.shape == want.shape == (shape[0], 112, -(-shape[2] // 16), -(-shape[3] // 16))
+            cosine = float((got.float() * want).sum(1).min())
+            err = _relative(got, want)
+            assert err < tol and 1.0 - cosine < tol, (spec.cache_name, shape, err, cosine)
+    assert len(list((tmp_path / "onnx").glob("patch_backbone_dynamic-*.onnx"))) == 1  # one export, two engines
+    assert len(list((tmp_path / "tensorrt").glob("patch_backbone_dynamic-*.engine"))) == 2
