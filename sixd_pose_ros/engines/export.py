@@ -442,8 +442,8 @@ def patch_backbone_dynamic_spec(backbone, sizes: Sequence[tuple[int, int]], opt:
     dyn = {"batch": DynDim(*batch), "height": DynDim(min(hs), int(opt[1]), max(hs), spatial=True),
            "width": DynDim(min(ws), int(opt[0]), max(ws), spatial=True)}
     return NetworkSpec("patch_backbone_dynamic", module, (TensorSpec("images", ("batch", 3, "height", "width")),),
-                       PatchBackboneExport.output_names, dyn, identity=module_identity(backbone, config=backbone.identity),
-                       tag=tag, shared_export=True)
+                       PatchBackboneExport.output_names, dyn,
+                       identity=module_identity(backbone, config=backbone.identity), tag=tag, shared_export=True)
 
 
 def refiner_spec(refiner, max_batch: int = 4) -> NetworkSpec:
