@@ -192,7 +192,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     run_bench(args.backend.split(","), [int(n) for n in str(args.objects).split(",")], tuple(args.image),
               args.repeats, args.refine_iterations, args.codebook,
               Path(args.weights) if args.weights else WEIGHTS_DIR, args.precision, args.threads,
-              Path(args.out) if args.out else None, progress=not args.no_progress)
+              Path(args.out) if args.out else None, progress=not args.no_progress,
+              feature_detection=args.feature_detection)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook", choices=["coarse", "full", "tiny"], help="default: full on a GPU, else coarse")
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision")
     p.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
+    p.add_argument("--feature-detection", choices=("without_depth", "always", "off"), default=None,
+                   help="places from the templates correlated over the image (always: the 'backbone' stage is "
+                   "then the pretrained backbone at every feature scale), only without depth (without_depth, the "
+                   "default; the bench frame has depth), or never (off)")
     p.add_argument("--weights", help="weights folder (default: shipped weights)")
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--no-progress", action="store_true")

@@ -51,5 +51,21 @@ def test_bench_command_writes_the_promised_json(tmp_path, monkeypatch, capsys):
     assert report["full_3iter_ms"]["median"] > report["full_ms"]["median"]  # 3 refiner passes cost time
     assert report["tracked_fraction"] == 1.0  # tracking really ran (seeded with the true pose)
     assert set(report["graphs"].values()) == {"torch"}
+    assert report["feature_detection"] == "without_depth" and "verify" in stages  # the estimator's default
+    # The backbone at any size (whole image, crop pairs) runs through the backend too.
+    assert {"patch_backbone_dynamic-image", "patch_backbone_dynamic-crops"} <= set(report["graphs"])
     assert "| torch | 1 |" in capsys.readouterr().out
     assert "| torch | 1 |" in format_table([report])
+
+
+def test_bench_command_passes_feature_detection_on(monkeypatch):
+    """``--feature-detection always`` reaches the estimator's config (what the bench measures
+    with it is the whole-image encode as the ``backbone`` stage)."""
+    import sixd_pose_ros.evaluation.bench as bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_bench", lambda *args, **kwargs: seen.update(kwargs))
+    main(["bench", "--backend", "torch", "--feature-detection", "always", "--no-progress"])
+    assert seen["feature_detection"] == "always"
+    main(["bench", "--backend", "torch", "--no-progress"])
+    assert seen["feature_detection"] is None  # the estimator's default

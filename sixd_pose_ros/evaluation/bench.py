@@ -13,7 +13,9 @@ for three workloads:
 
 The detection threshold is 0 so that every object runs every stage (worst case). Per stage the
 times of all objects of a frame are summed (``detect`` is the correlation heads of all objects,
-``backbone`` the shared feature pass). Several backends in one call are measured *side by side*:
+``backbone`` the shared feature pass: the trained detector's pyramid, or with
+``feature_detection="always"`` the pretrained backbone over the image at every feature scale;
+``verify`` the render-and-compare of the leading hypotheses, two backbone passes each). Several backends in one call are measured *side by side*:
 each repetition runs every backend in turn, so a machine whose load changes (CI, a robot doing
 other work) shifts all of them alike.
 
@@ -143,7 +145,8 @@ def summarize(times_ms: Sequence[float]) -> dict[str, float]:
 class _Workload:
     """One backend's estimators and what they measured."""
 
-    def __init__(self, backend: InferenceBackend, objects: list[Path], weights: Path, refine_iterations: int) -> None:
+    def __init__(self, backend: InferenceBackend, objects: list[Path], weights: Path, refine_iterations: int,
+                 feature_detection: str | None = None) -> None:
         from sixd_pose_ros.pipeline.known_model import (
             KnownModelConfig,
             KnownModelEstimator,
@@ -151,6 +154,9 @@ class _Workload:
 
         base = KnownModelConfig(min_detection_score=0.0, refine_iterations=refine_iterations,
                                 backend=backend.requested, precision=backend.precision)
+        if feature_detection is not None:
+            base = replace(base, feature_detection=feature_detection)
+        self.feature_detection = base.feature_detection
         t0 = time.perf_counter()
         self.full = KnownModelEstimator.from_paths(objects, weights, base, backend=backend)
         self.load_s = time.perf_counter() - t0
@@ -223,7 +229,7 @@ def _device_name(device: torch.device, threads: int) -> str:
 def run_bench(backends: Sequence[str] = ("auto",), objects: Sequence[int] = (1,), image: tuple[int, int] = (640, 480),
               repeats: int = 10, refine_iterations: int | None = None, codebook: str | None = None,
               weights: Path = WEIGHTS_DIR, precision: str = "fp16", threads: int | None = None,
-              out: Path | None = None, progress: bool = True) -> list[dict]:
+              out: Path | None = None, progress: bool = True, feature_detection: str | None = None) -> list[dict]:
     """Measure every (backend, object count) pair; returns one report per pair (see the module
     docstring) and writes them to ``out`` (one dict for one pair, else ``{"runs": [...]}``).
 
@@ -232,6 +238,9 @@ def run_bench(backends: Sequence[str] = ("auto",), objects: Sequence[int] = (1,)
             estimator's default (KnownModelConfig.refine_iterations).
         codebook: ``coarse``/``full``/``tiny``; default ``full`` with a GPU, else ``coarse``.
         threads: torch (and ONNX Runtime) CPU threads; default torch's.
+        feature_detection: ``KnownModelConfig.feature_detection`` (``always``: the pretrained
+            backbone over the whole image at every feature scale, what the ``backbone`` stage
+            then times); default the estimator's.
     """
     from sixd_pose_ros.pipeline.known_model import KnownModelConfig
 
@@ -252,7 +261,7 @@ def run_bench(backends: Sequence[str] = ("auto",), objects: Sequence[int] = (1,)
         loads = []
         for name in backends:
             backend = make_backend(name, precision=precision)
-            loads.append(_Workload(backend, paths, weights, iters))
+            loads.append(_Workload(backend, paths, weights, iters, feature_detection))
         if backend.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         stamp = 1_700_000_000_000_000_000
@@ -269,6 +278,7 @@ def run_bench(backends: Sequence[str] = ("auto",), objects: Sequence[int] = (1,)
                 "backend": b.name, "requested": b.requested, "device": _device_name(b.device, threads),
                 "image": [int(image[0]), int(image[1])], "objects": int(n),
                 "refine_iterations": iters, "codebook": codebook, "repeats": repeats,
+                "feature_detection": w.feature_detection,
                 "full_ms": summarize(w.times["full"]),
                 "full_3iter_ms": summarize(w.times["full_3iter"]),
                 "tracking_ms": summarize(w.times["tracking"]),
