@@ -15,9 +15,9 @@ The detection threshold is 0 so that every object runs every stage (worst case).
 times of all objects of a frame are summed (``detect`` is the correlation heads of all objects,
 ``backbone`` the shared feature pass: the trained detector's pyramid, or with
 ``feature_detection="always"`` the pretrained backbone over the image at every feature scale;
-``verify`` the render-and-compare of the leading hypotheses, two backbone passes each). Several backends in one call are measured *side by side*:
-each repetition runs every backend in turn, so a machine whose load changes (CI, a robot doing
-other work) shifts all of them alike.
+``verify`` the render-and-compare of the leading hypotheses, two backbone passes each).
+Several backends in one call are measured *side by side*: each repetition runs every backend in
+turn, so a machine whose load changes (CI, a robot doing other work) shifts all of them alike.
 
 Object databases are built once and cached under the engine cache folder
 (``bench_objects/``), keyed by the encoder weights; the ``coarse`` codebook (642 x 36) is the
