@@ -9,6 +9,7 @@ from conftest import torch_single_thread
 
 from sixd_pose_ros.cli import main
 from sixd_pose_ros.evaluation.bench import bench_scene, format_table, summarize
+from sixd_pose_ros.pipeline.known_model import KnownModelConfig
 
 
 @pytest.fixture(autouse=True)
@@ -48,10 +49,13 @@ def test_bench_command_writes_the_promised_json(tmp_path, monkeypatch, capsys):
     assert "refine" in report["stages_3iter_ms"] and "track" in report["tracking_stages_ms"]
     # The stages are parts of the frame: their sum cannot exceed the frame (slack for timer noise).
     assert sum(v["median"] for v in report["stages_3iter_ms"].values()) < 1.2 * report["full_3iter_ms"]["median"]
-    assert report["full_3iter_ms"]["median"] > report["full_ms"]["median"]  # 3 refiner passes cost time
+    # The 3 refiner passes ran in the 3-iteration run only (their ~60 ms are within the noise of a
+    # 2 s frame on 2 busy cores, so comparing the frames' medians would be a coin toss).
+    assert report["stages_3iter_ms"]["refine"]["median"] > 0 and "refine" not in stages
     assert report["tracked_fraction"] == 1.0  # tracking really ran (seeded with the true pose)
     assert set(report["graphs"].values()) == {"torch"}
-    assert report["feature_detection"] == "without_depth" and "verify" in stages  # the estimator's default
+    assert report["feature_detection"] == KnownModelConfig().feature_detection  # the estimator's default
+    assert "verify" in stages
     # The backbone at any size (whole image, crop pairs) runs through the backend too.
     assert {"patch_backbone_dynamic-image", "patch_backbone_dynamic-crops"} <= set(report["graphs"])
     assert "| torch | 1 |" in capsys.readouterr().out

@@ -516,8 +516,8 @@ class KnownModelEstimator:
         (pipeline/feature_detection.py); with depth also the depth segments, ordered by the
         correlation at their place and size. ``template_places`` of each at most."""
         cfg, K = self.config, frame.K
+        image = stages.image_features()  # timed as "backbone", once per frame
         t0 = time.perf_counter()
-        image = stages.image_features()
         maps = obj.kernels.score_maps(image, K, cfg.detection_depth_range)
         n_peaks = cfg.hypotheses[0] if segmentation is not None else cfg.template_places
         places = []
