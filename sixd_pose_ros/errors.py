@@ -9,11 +9,32 @@ the one line that tells them what to do.
 
 Programming errors inside the package (a wrong shape passed between two of our own
 functions) stay plain ``ValueError`` / ``TypeError``: they are bugs, not user mistakes.
+
+Code that treats errors differently decides by class, or by an error's :class:`ErrorKind`,
+never by its message: messages are for people and get reworded when a fix is named better.
 """
 
 from __future__ import annotations
 
-__all__ = ["SixdPoseError", "OutputError", "DatasetError"]
+import enum
+
+__all__ = ["ErrorKind", "SixdPoseError", "OutputError", "DatasetError"]
+
+
+class ErrorKind(enum.Enum):
+    """Which part of a camera frame a frame error (``pipeline.types.FrameError`` and its
+    subclasses) is about, so that whoever handles it (the node's diagnostics) can file it, and
+    tell the user which input to fix, without reading the message.
+
+    Each value is the short name the problem is counted under; the node's ``/diagnostics``
+    shows it as ``warnings/<value>``.
+    """
+
+    IMAGE = "frame"  # the colour image itself: its shape, bit depth or size
+    ENCODING = "encoding"  # an image message the node cannot read: encoding, buffer, compression
+    CAMERA_INFO = "camera_info"  # intrinsics missing, zero, or for another resolution
+    DEPTH = "depth"  # depth not aligned to colour, or in the wrong unit
+    SIZE = "size"  # a colour image above max_pixels that oversize:=refuse turns away
 
 
 class SixdPoseError(Exception):

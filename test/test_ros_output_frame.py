@@ -53,22 +53,28 @@ def _rgb():
     return rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
 
 
+def stand_in_node(ctx, est, folder, *, namespace: str, parameters=(), **kwargs) -> SixdPoseNode:
+    """A SixdPoseNode on ``ctx`` whose estimator is ``est``, holding one object, the drill, whose
+    database is a bare object.json written to ``folder``; depth off and warnings unthrottled, so
+    that a test sees every warning. ``kwargs`` go to the node (e.g. cli_args)."""
+    folder.mkdir()
+    (folder / "object.json").write_text(json.dumps({"name": "drill"}))
+    return SixdPoseNode(context=ctx, namespace=namespace, estimator_factory=lambda p: (est, [
+        ObjectInfo("drill", None, np.full(3, -0.05), np.full(3, 0.05))]),
+        parameter_overrides=[Parameter("objects", value=[str(folder)]), Parameter("use_depth", value=False),
+                             Parameter("warn_period", value=0.0), *parameters], **kwargs)
+
+
 @pytest.fixture(name="session")
 def session_fixture(tmp_path, request):
     """The node with the stand-in estimator and a probe; ``request.param``: parameter overrides."""
     overrides = getattr(request, "param", {})
-    folder = tmp_path / "drill"
-    folder.mkdir()
-    (folder / "object.json").write_text(json.dumps({"name": "drill"}))
     est = _Drill()
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = SixdPoseNode(context=ctx, namespace="of", estimator_factory=lambda p: (est, [
-        ObjectInfo("drill", None, np.full(3, -0.05), np.full(3, 0.05))]),
-        cli_args=remap_arguments(camera_remappings("/of")),
-        parameter_overrides=[Parameter("objects", value=[str(folder)]), Parameter("use_depth", value=False),
-                             Parameter("warn_period", value=0.0)]
-        + [Parameter(k, value=v) for k, v in overrides.items()])
+    node = stand_in_node(ctx, est, tmp_path / "drill", namespace="of",
+                         parameters=[Parameter(k, value=v) for k, v in overrides.items()],
+                         cli_args=remap_arguments(camera_remappings("/of")))
     probe = rclpy.create_node("of_probe", context=ctx)
     s = SimpleNamespace(node=node, probe=probe, est=est, poses=[], tf=[], logs=[], detections=[], stamp=10**9)
     probe.create_subscription(PoseStamped, f"{OUT}/drill/pose", s.poses.append, 50)

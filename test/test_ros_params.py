@@ -103,6 +103,21 @@ def test_all_problems_are_reported_at_once(db):
     assert text.count("\n") == 3 and "min_score" in text and "slop" in text and "queue_size" in text
 
 
+def test_each_problem_is_filed_under_its_parameter(db):
+    """The node answers a refused ``ros2 param set`` with the lines of the parameters set, picked
+    by name from the error, not by reading its message."""
+    with pytest.raises(ParameterError) as err:
+        validate_params({"objects": [db], "min_score": "high", "slop": 0.0})
+    exc = err.value
+    assert [name for name, _ in exc.problems] == ["min_score", "slop"]
+    assert exc.lines_for({"slop", "warn_period"}) == ["slop: 0.0 is out of range (0.0, 10.0]; the default is 0.05"]
+    assert exc.lines_for(["queue_size"]) == []
+    assert str(exc) == "invalid parameters:\n  " + "\n  ".join(line for _, line in exc.problems)
+    with pytest.raises(ParameterError) as err:
+        validate_params({"objects": [db], "min_scroe": 0.5})
+    assert err.value.lines_for(["min_scroe"]) == ["min_scroe: not a parameter of this node; did you mean min_score?"]
+
+
 def test_config_file_documents_exactly_the_defaults():
     data = yaml.safe_load((ROOT / "config" / "sixd_pose_node.yaml").read_text())
     params = data["/**"]["ros__parameters"]

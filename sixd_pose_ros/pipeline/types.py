@@ -12,14 +12,30 @@ from typing import Protocol
 
 import numpy as np
 
-from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.errors import ErrorKind, SixdPoseError
 
 # A depth image whose valid median exceeds this is almost surely millimetres read as meters.
 MAX_PLAUSIBLE_DEPTH_M = 20.0
 
 
 class FrameError(SixdPoseError):
-    """A camera frame that cannot be used; the message names the fix."""
+    """A camera frame that cannot be used; the message names the fix. ``kind`` says which part
+    of the frame is at fault (the subclasses below and elsewhere set it); a plain FrameError is
+    about the colour image itself."""
+
+    kind: ErrorKind = ErrorKind.IMAGE
+
+
+class CameraInfoError(FrameError):
+    """The intrinsics are missing, zero, not finite, or describe another image size."""
+
+    kind = ErrorKind.CAMERA_INFO
+
+
+class DepthError(FrameError):
+    """The depth image cannot be used with its colour image: another size, or another unit."""
+
+    kind = ErrorKind.DEPTH
 
 
 @dataclass
@@ -50,8 +66,9 @@ class Frame:
 
 
 def validate_frame(frame: Frame) -> None:
-    """Raise FrameError for anything an estimator cannot use; fix what is unambiguous (NaN
-    depth becomes 0 = no measurement, as depth drivers mean it)."""
+    """Raise a FrameError (CameraInfoError, DepthError: the kind says what to fix) for anything
+    an estimator cannot use; fix what is unambiguous (NaN depth becomes 0 = no measurement, as
+    depth drivers mean it)."""
     rgb = frame.rgb
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise FrameError(f"colour image must be (H, W, 3), got shape {rgb.shape}: publish rgb8 or "
@@ -62,22 +79,22 @@ def validate_frame(frame: Frame) -> None:
         raise FrameError(f"colour image {rgb.shape[1]}x{rgb.shape[0]} is too small (min 16x16)")
     K = frame.K
     if K.shape != (3, 3) or not np.isfinite(K).all():
-        raise FrameError(f"camera matrix must be a finite 3x3, got {K.tolist()}: check camera_info.k")
+        raise CameraInfoError(f"camera matrix must be a finite 3x3, got {K.tolist()}: check camera_info.k")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise FrameError(f"camera_info has focal lengths fx={K[0, 0]}, fy={K[1, 1]}: the camera is "
-                         f"not calibrated; calibrate it or publish its factory intrinsics")
+        raise CameraInfoError(f"camera_info has focal lengths fx={K[0, 0]}, fy={K[1, 1]}: the camera is "
+                              f"not calibrated; calibrate it or publish its factory intrinsics")
     if not (0 <= K[0, 2] <= rgb.shape[1] and 0 <= K[1, 2] <= rgb.shape[0]):
-        raise FrameError(f"principal point ({K[0, 2]}, {K[1, 2]}) lies outside the {rgb.shape[1]}x"
-                         f"{rgb.shape[0]} image: camera_info belongs to another resolution")
+        raise CameraInfoError(f"principal point ({K[0, 2]}, {K[1, 2]}) lies outside the {rgb.shape[1]}x"
+                              f"{rgb.shape[0]} image: camera_info belongs to another resolution")
     if frame.depth is None:
         return
     depth = frame.depth
     if depth.shape != rgb.shape[:2]:
-        raise FrameError(f"depth {depth.shape[1]}x{depth.shape[0]} does not match colour "
+        raise DepthError(f"depth {depth.shape[1]}x{depth.shape[0]} does not match colour "
                          f"{rgb.shape[1]}x{rgb.shape[0]}: use the depth aligned to colour "
                          f"(e.g. RealSense align_depth.enable:=true)")
     if depth.dtype == np.uint16:
-        raise FrameError("depth is uint16: convert millimetres to float32 meters first (the node does "
+        raise DepthError("depth is uint16: convert millimetres to float32 meters first (the node does "
                          "this for 16UC1)")
     depth = depth.astype(np.float32, copy=False)
     bad = ~np.isfinite(depth) | (depth < 0)
@@ -85,7 +102,7 @@ def validate_frame(frame: Frame) -> None:
         depth = np.where(bad, 0.0, depth).astype(np.float32)
     valid = depth[depth > 0]
     if valid.size and float(np.median(valid)) > MAX_PLAUSIBLE_DEPTH_M:
-        raise FrameError(f"depth median is {float(np.median(valid)):.0f} m: the depth is in millimetres "
+        raise DepthError(f"depth median is {float(np.median(valid)):.0f} m: the depth is in millimetres "
                          f"but labelled as meters (32FC1); publish 16UC1 millimetres or meters in 32FC1")
     frame.depth = depth
 

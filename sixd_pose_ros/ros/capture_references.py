@@ -59,7 +59,7 @@ from sixd_pose_ros.objects.capture import (
     ReferenceRecorder,
     validate_capture_params,
 )
-from sixd_pose_ros.pipeline.types import FrameError
+from sixd_pose_ros.pipeline.types import DepthError, FrameError
 from sixd_pose_ros.ros.frames import intrinsics_from_camera_info
 from sixd_pose_ros.ros.image_conversion import color_from_msg, depth_from_msg
 from sixd_pose_ros.ros.sync import FrameSynchronizer, stamp_ns
@@ -284,11 +284,11 @@ class CaptureReferencesNode(Node):
             K = intrinsics_from_camera_info(info, rgb.shape[1], rgb.shape[0])
             depth = depth_from_msg(depth_msg) if depth_msg is not None else None
             if depth is not None and depth.shape != rgb.shape[:2]:
-                raise FrameError(f"depth is {depth.shape[1]}x{depth.shape[0]} but colour is {rgb.shape[1]}x"
+                raise DepthError(f"depth is {depth.shape[1]}x{depth.shape[0]} but colour is {rgb.shape[1]}x"
                                  f"{rgb.shape[0]}: subscribe to depth aligned to the colour image (RealSense: "
                                  f"align_depth.enable:=true)")
             if depth is not None and not np.any(np.isfinite(depth) & (depth > 0)):
-                raise FrameError("the depth image has no valid measurement (all 0 or NaN): check the depth "
+                raise DepthError("the depth image has no valid measurement (all 0 or NaN): check the depth "
                                  "stream, or set use_depth:=false")
         except FrameError as exc:
             self.counts["bad_frame"] += 1

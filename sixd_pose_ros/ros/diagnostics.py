@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from sixd_pose_ros.errors import ErrorKind
+
 __all__ = ["PipelineStats", "diagnostic_array"]
 
 WINDOW_S = 5.0  # rates are averaged over this many seconds
@@ -24,6 +26,10 @@ STALE_S = 2.0  # no frame (or no synchronized set) for this long is an error
 LATENCY_SAMPLES = 20
 # Frames missing on an input (from its stamps) above this fraction of the window's frames: WARN.
 MISSING_TOLERANCE = 0.02
+# Error kinds counted in bad_frames (besides warnings/<kind>); a frame refused for its size is
+# counted under warnings/size only.
+BAD_FRAME_KINDS = frozenset(k.value for k in (ErrorKind.IMAGE, ErrorKind.ENCODING, ErrorKind.CAMERA_INFO,
+                                              ErrorKind.DEPTH))
 
 
 class _Rate:
@@ -149,11 +155,13 @@ class PipelineStats:
             self._in.tick(self.last_sync_time)
 
     def error(self, kind: str, message: str) -> None:
+        """Count one problem under ``warnings/<kind>``: an ErrorKind value for a frame the node
+        could not use, else the node's own ("estimator", "stamps", "tf", "rgb_only", "internal")."""
         with self._lock:
             self.warnings[kind] += 1
             if kind == "estimator":
                 self.estimator_errors += 1
-            elif kind in ("frame", "camera_info", "encoding", "depth"):
+            elif kind in BAD_FRAME_KINDS:
                 self.bad_frames += 1
             self.last_error = message
             self.last_error_time = time.monotonic()

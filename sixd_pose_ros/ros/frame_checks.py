@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from sixd_pose_ros.errors import ErrorKind
 from sixd_pose_ros.pipeline.types import Frame, FrameError
 
 __all__ = ["valid_depth_fraction", "box_valid_fraction", "without_depth", "downscale_factor", "downscale_frame",
@@ -17,6 +18,8 @@ __all__ = ["valid_depth_fraction", "box_valid_fraction", "without_depth", "downs
 
 class OversizeError(FrameError):
     """An image above max_pixels with oversize:=refuse."""
+
+    kind = ErrorKind.SIZE
 
 
 def valid_depth_fraction(depth: np.ndarray) -> float:

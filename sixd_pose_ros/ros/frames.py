@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sixd_pose_ros.pipeline.types import Frame, FrameError
+from sixd_pose_ros.pipeline.types import CameraInfoError, Frame
 from sixd_pose_ros.ros.image_conversion import color_from_msg, depth_from_msg
 from sixd_pose_ros.ros.sync import stamp_ns
 
@@ -16,12 +16,13 @@ def intrinsics_from_camera_info(info, width: int, height: int) -> np.ndarray:
     """K (3, 3) from camera_info.k, checked against the image size it should describe."""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if not np.any(K):
-        raise FrameError("camera_info.k is all zeros: the camera is not calibrated or the driver publishes an "
-                         "empty camera_info; calibrate it (camera_calibration) or publish its factory intrinsics")
+        raise CameraInfoError("camera_info.k is all zeros: the camera is not calibrated or the driver publishes "
+                              "an empty camera_info; calibrate it (camera_calibration) or publish its factory "
+                              "intrinsics")
     iw, ih = int(info.width), int(info.height)
     if (iw or ih) and (iw, ih) != (width, height):
-        raise FrameError(f"camera_info is for {iw}x{ih} but the colour image is {width}x{height}: subscribe to "
-                         f"the camera_info of this image stream (topics.camera_info)")
+        raise CameraInfoError(f"camera_info is for {iw}x{ih} but the colour image is {width}x{height}: subscribe "
+                              f"to the camera_info of this image stream (topics.camera_info)")
     return K
 
 

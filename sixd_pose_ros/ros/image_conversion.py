@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import Image
 
+from sixd_pose_ros.errors import ErrorKind
 from sixd_pose_ros.pipeline.types import FrameError
 
 try:  # A ROS install from apt has it; the pip environment does not.
@@ -38,6 +39,8 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 
 class ImageEncodingError(FrameError):
     """An image the node cannot read; the message names what to publish instead."""
+
+    kind = ErrorKind.ENCODING
 
 
 def uses_cv_bridge() -> bool:

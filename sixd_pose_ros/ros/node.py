@@ -58,7 +58,7 @@ from sixd_pose_ros.ros.estimator_loader import load_estimator
 from sixd_pose_ros.ros.frame_checks import UNDISTORTED_MODELS, OversizeError, Undistorter, box_valid_fraction, \
     downscale_frame, valid_depth_fraction, without_depth
 from sixd_pose_ros.ros.frames import frame_from_msgs
-from sixd_pose_ros.ros.image_conversion import ImageEncodingError, image_from_compressed, uses_cv_bridge
+from sixd_pose_ros.ros.image_conversion import image_from_compressed, uses_cv_bridge
 from sixd_pose_ros.ros.params import PARAMETERS, ParameterError, declare_parameters, live_fields, \
     read_parameters, unknown_parameter_problems, validate_params
 from sixd_pose_ros.ros.publishers import TF_QOS, OutputPublishers
@@ -103,17 +103,6 @@ TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
 
 
-def _error_kind(exc: Exception) -> str:
-    if isinstance(exc, ImageEncodingError):
-        return "encoding"
-    text = str(exc).lower()
-    if "camera_info" in text or "camera matrix" in text or "principal point" in text:
-        return "camera_info"
-    if "depth" in text:
-        return "depth"
-    return "frame"
-
-
 class SixdPoseNode(_BaseNode):
     """The pose node. ``estimator_factory(params) -> (estimator, [ObjectInfo])`` replaces the
     default loader (tests inject failures with it); other keyword arguments go to rclpy's Node."""
@@ -154,8 +143,8 @@ class SixdPoseNode(_BaseNode):
             unknown = [n for n in self._parameter_overrides if n not in PARAMETERS
                        and not n.startswith(_FOREIGN_PARAMETERS)]
             if unknown:
-                raise ParameterError("unknown parameters (check the params file and -p arguments):\n  "
-                                     + "\n  ".join(unknown_parameter_problems(unknown)))
+                raise ParameterError("unknown parameters (check the params file and -p arguments):",
+                                     unknown_parameter_problems(unknown))
             self.params = validate_params(read_parameters(self))
             if self.params.num_threads > 0:
                 import torch
@@ -364,7 +353,7 @@ class SixdPoseNode(_BaseNode):
             full_size = frame.size
             frame, scale = downscale_frame(frame, p.max_pixels)
         except FrameError as exc:
-            self._bad_input("size" if isinstance(exc, OversizeError) else _error_kind(exc), str(exc))
+            self._bad_frame(exc)
             return
         if scale < 1.0:
             self.stats.downscaled_frame()
@@ -467,7 +456,7 @@ class SixdPoseNode(_BaseNode):
         try:
             return self.estimator.estimate(frame)
         except FrameError as exc:
-            self._bad_input(_error_kind(exc), str(exc))
+            self._bad_frame(exc)
         except Exception as exc:  # noqa: BLE001 - the node keeps running whatever the estimator does
             self._bad_input("estimator", f"the estimator failed on the frame stamped {color.header.stamp.sec}."
                                          f"{color.header.stamp.nanosec:09d} ({type(exc).__name__}: {exc}); the node "
@@ -572,6 +561,12 @@ class SixdPoseNode(_BaseNode):
             self._warned[key] = now
             self.get_logger().warning(message)
 
+    def _bad_frame(self, exc: FrameError) -> None:
+        """A frame that could not be used, filed under its error's kind (colour image, encoding,
+        camera_info, depth, size) so /diagnostics says which input to fix; the message is the
+        error's own, which names the fix."""
+        self._bad_input(exc.kind.value, str(exc))
+
     def _bad_input(self, kind: str, message: str) -> None:
         self.stats.error(kind, message)
         # Throttled per problem: the same message (numbers aside) at most once per warn_period.
@@ -637,8 +632,7 @@ class SixdPoseNode(_BaseNode):
         try:
             validate_params(values, check_paths=False)
         except ParameterError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines()[1:]
-                     if any(ln.strip().startswith(f"{n}:") for n in changed)]
+            lines = exc.lines_for(changed)
             if lines:
                 return SetParametersResult(successful=False, reason="; ".join(lines))
         return SetParametersResult(successful=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from sixd_pose_ros.errors import SixdPoseError
 
@@ -133,7 +133,29 @@ _ROS_OWN = ("use_sim_time", "start_type_description_service")
 
 
 class ParameterError(SixdPoseError):
-    """One or more parameters are invalid; the message has one line per bad value with its fix."""
+    """One or more parameters are invalid; the message has one line per bad value with its fix.
+
+    ``problems`` holds those lines again as (parameter name, line) pairs, so that code which
+    cares about some parameters (the node refusing a ``ros2 param set``) picks their lines by
+    name instead of reading the message.
+    """
+
+    def __init__(self, summary: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(summary + "".join(f"\n  {line}" for _, line in self.problems))
+
+    def lines_for(self, names: Iterable[str]) -> list[str]:
+        """The problem lines about any of ``names``, in the order of the message."""
+        wanted = set(names)
+        return [line for name, line in self.problems if name in wanted]
+
+
+class _Problems(list):
+    """The (parameter name, line) pairs of one validation; each line starts with its name, as
+    ``ros2 param set`` users write it, and goes on with the fix."""
+
+    def add(self, name: str, text: str) -> None:
+        self.append((name, f"{name}: {text}"))
 
 
 @dataclass(frozen=True)
@@ -178,19 +200,19 @@ def _as_bool(name, v, problems):
         return v
     if isinstance(v, str) and v.lower() in ("true", "false"):
         return v.lower() == "true"
-    problems.append(f"{name}: {v!r} is not a boolean; use {name}:=true or {name}:=false")
+    problems.add(name, f"{v!r} is not a boolean; use {name}:=true or {name}:=false")
     return False
 
 
 def _as_float(name, v, problems, lo_open=False):
     lo, hi = RANGES.get(name, (None, None))
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        problems.append(f"{name}: {v!r} is not a number; e.g. {name}:={PARAMETERS[name][0]}")
+        problems.add(name, f"{v!r} is not a number; e.g. {name}:={PARAMETERS[name][0]}")
         return float("nan")
     v = float(v)
     if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
         rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
-        problems.append(f"{name}: {v} is out of range {rng}; the default is {PARAMETERS[name][0]}")
+        problems.add(name, f"{v} is out of range {rng}; the default is {PARAMETERS[name][0]}")
     return v
 
 
@@ -199,18 +221,18 @@ def _as_int(name, v, problems):
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        problems.append(f"{name}: {v!r} is not an integer; e.g. {name}:={PARAMETERS[name][0]}")
+        problems.add(name, f"{v!r} is not an integer; e.g. {name}:={PARAMETERS[name][0]}")
         return 0
     if lo is not None and v < lo:
-        problems.append(f"{name}: {v} must be >= {lo}; the default is {PARAMETERS[name][0]}")
+        problems.add(name, f"{v} must be >= {lo}; the default is {PARAMETERS[name][0]}")
     elif hi is not None and v > hi:
-        problems.append(f"{name}: {v} must be <= {hi}; the default is {PARAMETERS[name][0]}")
+        problems.add(name, f"{v} must be <= {hi}; the default is {PARAMETERS[name][0]}")
     return v
 
 
 def _as_frame(name, v, problems):
     if not isinstance(v, str) or any(c.isspace() for c in v):
-        problems.append(f"{name}: {v!r} must be a frame id without spaces (or empty)")
+        problems.add(name, f"{v!r} must be a frame id without spaces (or empty)")
         return ""
     return v.lstrip("/")
 
@@ -223,23 +245,23 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
     """
     unknown = sorted(set(values) - set(PARAMETERS) - set(_ROS_OWN))
     if unknown:
-        raise ParameterError("invalid parameters:\n  " + "\n  ".join(unknown_parameter_problems(unknown)))
+        raise ParameterError("invalid parameters:", unknown_parameter_problems(unknown))
     v = {k: (values[k] if values.get(k) is not None else d) for k, (d, _) in PARAMETERS.items()}
-    problems: list[str] = []
+    problems = _Problems()
 
     mode = v["mode"]
     if mode not in MODES:
-        problems.append(f"mode: {mode!r} is not a mode; use mode:=known_model (or model_free)")
+        problems.add("mode", f"{mode!r} is not a mode; use mode:=known_model (or model_free)")
 
     objects = v["objects"]
     if isinstance(objects, str):
         objects = [objects] if objects.strip() else []
     if objects is None or (isinstance(objects, (list, tuple)) and len(objects) == 0):
-        problems.append("objects: no object given; build one with `sixd-pose build-object --mesh FILE --unit mm "
-                        "--name NAME` and pass objects:=[/path/to/objects/NAME]")
+        problems.add("objects", "no object given; build one with `sixd-pose build-object --mesh FILE --unit mm "
+                                "--name NAME` and pass objects:=[/path/to/objects/NAME]")
         objects = []
     elif not isinstance(objects, (list, tuple)) or not all(isinstance(o, str) for o in objects):
-        problems.append(f"objects: {objects!r} is not a list of folders; e.g. objects:=[/path/to/objects/drill]")
+        problems.add("objects", f"{objects!r} is not a list of folders; e.g. objects:=[/path/to/objects/drill]")
         objects = []
     else:
         objects = [str(o) for o in objects]
@@ -247,57 +269,57 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
             for o in objects:
                 p = Path(o).expanduser()
                 if not p.is_dir():
-                    problems.append(f"objects: {o} is not a folder; build it with `sixd-pose build-object` or fix "
-                                    f"the path")
+                    problems.add("objects", f"{o} is not a folder; build it with `sixd-pose build-object` or fix "
+                                            f"the path")
                 elif not (p / "object.json").is_file():
-                    problems.append(f"objects: {o} has no object.json, so it is not an object database; point at "
-                                    f"the folder `sixd-pose build-object` wrote (objects/NAME)")
+                    problems.add("objects", f"{o} has no object.json, so it is not an object database; point at "
+                                            f"the folder `sixd-pose build-object` wrote (objects/NAME)")
         dups = sorted({Path(o).name for o in objects if [Path(x).name for x in objects].count(Path(o).name) > 1})
         if dups:
-            problems.append(f"objects: folder names {dups} appear twice; give each object its own name")
+            problems.add("objects", f"folder names {dups} appear twice; give each object its own name")
 
     weights = v["weights_dir"]
     if not isinstance(weights, str):
-        problems.append(f"weights_dir: {weights!r} is not a path; e.g. weights_dir:=/path/to/weights or empty")
+        problems.add("weights_dir", f"{weights!r} is not a path; e.g. weights_dir:=/path/to/weights or empty")
         weights = ""
     elif weights and check_paths:
         wp = Path(weights).expanduser()
         needed = ["detector.pt", "selector.pt" if mode == "model_free" else "autoencoder.pt"]
         if not wp.is_dir():
-            problems.append(f"weights_dir: {weights} is not a folder; leave it empty for the shipped weights")
+            problems.add("weights_dir", f"{weights} is not a folder; leave it empty for the shipped weights")
         else:
             if isinstance(v["refine_iterations"], int) and v["refine_iterations"] > 0:
                 needed.append("refiner.pt")
             missing = [n for n in needed if not (wp / n).is_file()]
             if missing:
-                problems.append(f"weights_dir: {weights} lacks {missing}; train them (`sixd-pose train ...`) or "
-                                f"leave weights_dir empty for the shipped weights")
+                problems.add("weights_dir", f"{weights} lacks {missing}; train them (`sixd-pose train ...`) or "
+                                            f"leave weights_dir empty for the shipped weights")
 
     transport = v["image_transport"]
     if transport not in ("raw", "compressed"):
-        problems.append(f"image_transport: {transport!r} must be raw or compressed (remap image/compressed to a "
-                        f"CompressedImage topic for the latter)")
+        problems.add("image_transport", f"{transport!r} must be raw or compressed (remap image/compressed to a "
+                                        f"CompressedImage topic for the latter)")
         transport = "raw"
     prefix = v["frames.tf_prefix"]
     if not isinstance(prefix, str) or prefix.startswith("/") or any(c.isspace() for c in prefix):
-        problems.append(f"frames.tf_prefix: {prefix!r} must be a string without spaces or a leading '/' "
-                        f"(TF frame ids are not rooted); e.g. frames.tf_prefix:=sixd_")
+        problems.add("frames.tf_prefix", f"{prefix!r} must be a string without spaces or a leading '/' "
+                                         f"(TF frame ids are not rooted); e.g. frames.tf_prefix:=sixd_")
         prefix = ""
     camera_frame = _as_frame("frames.camera_frame", v["frames.camera_frame"], problems)
     output_frame = _as_frame("frames.output_frame", v["frames.output_frame"], problems)
 
     backend = v["backend"]
     if backend not in BACKENDS:
-        problems.append(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}; e.g. backend:=auto")
+        problems.add("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}; e.g. backend:=auto")
         backend = "auto"
     precision = v["precision"]
     if precision not in ("fp16", "fp32"):
-        problems.append(f"precision: {precision!r} must be fp16 or fp32")
+        problems.add("precision", f"{precision!r} must be fp16 or fp32")
         precision = "fp16"
 
     oversize = v["oversize"]
     if oversize not in ("downscale", "refuse"):
-        problems.append(f"oversize: {oversize!r} must be downscale or refuse")
+        problems.add("oversize", f"{oversize!r} must be downscale or refuse")
         oversize = "downscale"
 
     params = NodeParams(
@@ -333,23 +355,24 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         autostart=_as_bool("autostart", v["autostart"], problems),
     )
     if problems:
-        raise ParameterError("invalid parameters:\n  " + "\n  ".join(problems))
+        raise ParameterError("invalid parameters:", problems)
     return params
 
 
-def unknown_parameter_problems(names) -> list[str]:
-    """One line per unknown parameter name: what replaced a removed one, else the closest valid
-    name (a typo in a params file would otherwise leave the default in force without a word)."""
+def unknown_parameter_problems(names) -> list[tuple[str, str]]:
+    """One (name, line) per unknown parameter name: what replaced a removed one, else the closest
+    valid name (a typo in a params file would otherwise leave the default in force without a
+    word). The pairs are ParameterError's ``problems``."""
     import difflib
 
-    lines = []
+    lines = _Problems()
     for name in sorted(names):
         if name in REMOVED:
-            lines.append(f"{name}: removed; {REMOVED[name]}")
+            lines.add(name, f"removed; {REMOVED[name]}")
             continue
         close = difflib.get_close_matches(name, list(PARAMETERS), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else f"the parameters are: {', '.join(sorted(PARAMETERS))}"
-        lines.append(f"{name}: not a parameter of this node; {hint}")
+        lines.add(name, f"not a parameter of this node; {hint}")
     return lines
 
 
