@@ -124,8 +124,9 @@ class Harness:
     wait = staticmethod(wait_until)
 
     def wait_idle(self, timeout=20.0):
+        assert self.node.wait_until_idle(timeout), "the worker did not go idle"
         worker = self.node._worker
-        self.wait(lambda: not worker.busy and not worker._has_pending, timeout, "the worker to go idle")
+        assert worker is None or not (worker.busy or worker.has_pending)
 
     def send(self, *, stamp=None, rgb=None, depth=None, k=None, color_encoding="rgb8", depth_encoding="16UC1",
              frame_id=FRAME) -> int:

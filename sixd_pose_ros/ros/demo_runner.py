@@ -99,9 +99,12 @@ def play_and_score(frames: Sequence[SceneFrame], object_dir: str | Path, weights
     return _score(frames, received, sent, obj_id, model_points, diameter, overlays, overlay_path)
 
 
-def shutdown_session(executor, node, player, ctx) -> None:
-    """Stop an in-process node and its player: executor, lifecycle shutdown, context. Any of the
-    three may be None (a session that failed while it was being built)."""
+def shutdown_session(executor, node, player, ctx, idle_wait_s: float = 30.0) -> None:
+    """Stop an in-process node and its player: the frame still in the estimator (up to
+    ``idle_wait_s``), executor, lifecycle shutdown, context. Any of the three may be None (a
+    session that failed while it was being built)."""
+    if isinstance(node, SixdPoseNode):
+        node.wait_until_idle(idle_wait_s)
     if executor is not None:
         executor.shutdown(timeout_sec=2.0)
     if node is not None:

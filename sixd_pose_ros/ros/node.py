@@ -266,6 +266,18 @@ class SixdPoseNode(_BaseNode):
         """configure + activate (what ``sixd_pose_node`` does unless autostart is false)."""
         return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
 
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait for the frame in the estimator, if any, and the one queued; True when idle in time.
+        For in-process runs that end the process next: a frame left inside native inference code
+        when the interpreter exits can abort the process (ONNX Runtime's threads did, in the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            worker = self._worker
+            if worker is None or not (worker.busy or worker.has_pending):
+                return True
+            time.sleep(0.05)
+        return False
+
     def _stop_processing(self, worker_timeout: float = 30.0) -> None:
         self._active = False
         for sub in self._subs:

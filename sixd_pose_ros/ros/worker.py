@@ -53,6 +53,11 @@ class LatestWorker:
     def busy(self) -> bool:
         return self._busy
 
+    @property
+    def has_pending(self) -> bool:
+        """An item is queued and not started yet."""
+        return self._has_pending
+
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread after the item in progress; True when it ended within ``timeout``."""
         with self._cond:
