@@ -1,23 +1,32 @@
-"""Known-model estimator: detector -> codebook retrieval -> volume refiner -> depth alignment.
+"""Known-model estimator: places -> rotations -> ranking -> alignment, for objects given as CAD meshes.
 
-Everything per object that does not depend on the frame (detector kernels of the references,
-refiner features of the references, the codebook on the device) is computed when the object is
-loaded; a frame costs one backbone pass for all objects plus a few small networks per object.
+With the defaults (templates of frozen pretrained features, ``feature_detection`` "always"):
+the templates correlated over the whole image give places (with depth, segments of the depth
+image join them); at each place the templates give rotations (without depth, PnP of their patch
+matches gives a pose); with depth the hypotheses are ranked by the depth, the leaders are checked
+by render-and-compare and the winner is aligned to the depth; without depth render-and-match PnP
+refines it. The reported score is the render contrast at the final pose, which
+``min_detection_score`` gates (an object that does not stand out where it was put is reported
+absent), and of two objects that would share one place only the better stays
+(pipeline/exclusion.py). ``templates=False`` or ``feature_detection="off"`` bring back the
+CPU-trained codebook and detector, for comparison.
+
+Everything per object that does not depend on the frame (templates and their correlation
+kernels, the codebook on the device, the surface for depth ranking) is prepared when the object
+is loaded; a frame costs one whole-image backbone pass per scale for all objects plus per-object
+crops.
 
 Tracking (``KnownModelConfig.tracking``, see pipeline/tracking.py): once an object has a
-confident pose, its next frames start from the previous pose and run refinement only: the
-volume refiner when ``refine_iterations > 0``, then depth alignment (ray slide + ICP), which is
-what refines well today. Health is the depth agreement at the new pose; the backbone and the
-detector do not run at all while every object is tracked. Without depth there is no health
-measure and no refinement that works with the shipped weights (the refiner does not improve
-poses yet), so without depth every frame runs detection. ``ObjectPose.stage_ms`` names the
-path: ``<name>/track`` or ``<name>/detect``.
+confident pose, its next frames start from the previous pose and run depth alignment only.
+Health is the depth agreement at the new pose; nothing else runs while every object is tracked.
+Without depth there is no health measure, so without depth every frame runs detection.
+``ObjectPose.stage_ms`` names the path: ``<name>/track`` or ``<name>/detect``.
 
-Inference backend (``KnownModelConfig.backend`` or the ``backend=`` argument): the detector's
-features and per-object correlation heads, the encoder and the refiner run through one
+Inference backend (``KnownModelConfig.backend`` or the ``backend=`` argument): every network
+that runs per frame (the pretrained backbone on the image, on template crops and on
+render/image crop pairs; the trained detector, encoder and refiner when used) runs through one
 :class:`~sixd_pose_ros.engines.backends.InferenceBackend` (``auto``, ``tensorrt``,
-``onnxruntime`` or ``torch``); the torch modules only encode the references at load time. The
-pose codebook stays a torch product on the backend's device.
+``onnxruntime`` or ``torch``). The pose codebook stays a torch product on the backend's device.
 """
 from __future__ import annotations
 
