@@ -41,11 +41,8 @@ def test_names_and_orders():
     assert fallback_chain("onnxruntime", False) == ("onnxruntime", "torch")
     assert fallback_chain("torch", True) == ("torch",)
     assert fallback_chain("auto", True)[0] == "tensorrt"
-    # The package sets OMP_WAIT_POLICY=PASSIVE on import, which makes torch safe (and fastest) on
-    # the CPU; with spinning OpenMP threads ONNX Runtime goes first.
-    assert fallback_chain("auto", False, 2)[0] == "torch"
-    assert cpu_auto_order(2, "")[0] == "onnxruntime" and cpu_auto_order(2, "PASSIVE")[0] == "torch"
-    assert cpu_auto_order(1, "")[0] == "torch"
+    # On the CPU ONNX Runtime goes first (the pretrained backbone runs 2-3x faster there).
+    assert fallback_chain("auto", False) == cpu_auto_order() == ("onnxruntime", "torch")
     with pytest.raises(BackendError, match="auto, tensorrt, onnxruntime, torch"):
         make_backend("tensorflow")
     with pytest.raises(BackendError, match="fp16"):
@@ -63,16 +60,14 @@ def test_tensorrt_without_the_module_falls_back_to_onnxruntime_naming_the_fix(tm
 
 
 @cpu_only
-def test_auto_on_a_cpu_follows_threads_and_wait_policy_quietly(tmp_path, caplog, monkeypatch):
-    assert cpu_auto_order(1, "") == ("torch", "onnxruntime")
-    assert cpu_auto_order(2, "") == ("onnxruntime", "torch")  # torch's OpenMP may spin against numba's
-    assert cpu_auto_order(2, "passive") == ("torch", "onnxruntime")
+def test_auto_on_a_cpu_is_onnxruntime_quietly_whatever_the_threads(tmp_path, caplog, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     with caplog.at_level(logging.WARNING):
         single = make_backend("auto", cache=tmp_path)  # the fixture runs torch on one thread
         torch.set_num_threads(2)
         several = make_backend("auto", cache=tmp_path)
-    assert single.name == "torch" and several.name == "onnxruntime" and several.device.type == "cpu"
+    assert single.name == several.name == "onnxruntime" and several.device.type == "cpu"
+    assert single.chain == ("onnxruntime", "torch")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no GPU is not a fault
 
 

@@ -11,15 +11,14 @@ step down logs a warning that names what was missing and how to fix it:
 
 - ``tensorrt`` -> ``onnxruntime`` -> ``torch``;
 - ``onnxruntime`` -> ``torch``;
-- ``auto`` = ``tensorrt`` -> ``onnxruntime`` -> ``torch`` when a CUDA device is visible. On
-  the CPU, torch is the faster one (``sixd-pose bench``, side by side, 2 shared cores, 640x480:
-  full estimation of 1 object 165 vs 235 ms, of 4 objects 503 vs 871 ms; ONNX Runtime's
-  correlation heads are the slow part) *unless* its OpenMP threads spin-wait against numba's
-  (the depth alignment's renderer uses another OpenMP runtime in the same process): then every
-  torch op waits for cores the other runtime's idle threads are spinning on, and torch on 2
-  threads takes 2372 ms against ONNX Runtime's 314 ms. :func:`cpu_auto_order` therefore puts
-  torch first when it runs on one thread or ``OMP_WAIT_POLICY=PASSIVE`` is set (before torch is
-  imported), and ONNX Runtime first otherwise.
+- ``auto`` = ``tensorrt`` -> ``onnxruntime`` -> ``torch`` when a CUDA device is visible, and
+  ``onnxruntime`` -> ``torch`` on the CPU: since every per-frame network (above all the frozen
+  pretrained backbone on the whole image and on crop pairs) runs through the backend, ONNX
+  Runtime is the faster one (``sixd-pose bench``, side by side, 2 threads, 640x480, 1 object:
+  full estimation 879 vs 1782 ms, the whole-image encode 287 vs 912 ms; on 1 thread 680 vs
+  946 ms; ``docs/reports/bench_cpu_templates.json``). Before the pretrained stages, with the
+  trained detector's correlation heads the slow part, torch was faster unless its OpenMP threads
+  spin-waited against numba's, and the order depended on threads and ``OMP_WAIT_POLICY``.
 
 The same order is used per graph: a graph whose export or engine build fails runs on the next
 backend while the others stay where they are. At run time a runner that fails for lack of
@@ -97,21 +96,15 @@ def _ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def cpu_auto_order(threads: int | None = None, wait_policy: str | None = None) -> tuple[str, ...]:
-    """``auto`` without a GPU (see the module docstring): torch first when it cannot spin-wait
-    against another OpenMP runtime (one thread, or ``OMP_WAIT_POLICY=PASSIVE``), else ONNX
-    Runtime first. ``threads``: default ``torch.get_num_threads()``; ``wait_policy``: default
-    the environment's ``OMP_WAIT_POLICY``."""
-    threads = torch.get_num_threads() if threads is None else int(threads)
-    policy = os.environ.get("OMP_WAIT_POLICY", "") if wait_policy is None else wait_policy
-    torch_safe = threads <= 1 or policy.strip().upper() == "PASSIVE"
-    return ("torch", "onnxruntime") if torch_safe else ("onnxruntime", "torch")
+def cpu_auto_order() -> tuple[str, ...]:
+    """``auto`` without a GPU: ONNX Runtime first (see the module docstring for the numbers)."""
+    return ("onnxruntime", "torch")
 
 
-def fallback_chain(name: str, cuda: bool, threads: int | None = None) -> tuple[str, ...]:
+def fallback_chain(name: str, cuda: bool) -> tuple[str, ...]:
     """Backends to try, best first, for a requested ``name`` (see the module docstring)."""
     if name == "auto":
-        return GPU_AUTO_ORDER if cuda else cpu_auto_order(threads)
+        return GPU_AUTO_ORDER if cuda else cpu_auto_order()
     if name not in BACKENDS:
         raise BackendError(f"unknown inference backend {name!r}: choose auto, {', '.join(BACKENDS)}")
     return BACKENDS[BACKENDS.index(name):]

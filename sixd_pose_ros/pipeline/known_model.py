@@ -169,9 +169,8 @@ class KnownModelConfig:
     # turns it on (parameter tracking.enabled, default true).
     tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
     # Inference backend: auto, tensorrt, onnxruntime or torch (engines/backends.py). auto picks
-    # TensorRT on a GPU; on the CPU torch, or ONNX Runtime where torch's OpenMP would spin-wait
-    # against numba's: the faster one, measured side by side with `sixd-pose bench` (numbers and
-    # the rule in engines/backends.py, cpu_auto_order).
+    # TensorRT on a GPU and ONNX Runtime on the CPU: the faster one, measured side by side with
+    # `sixd-pose bench` (numbers in engines/backends.py).
     backend: str = "auto"
     precision: str = "fp16"  # TensorRT only: fp16 or fp32
     # The image size TensorRT engines are tuned for (other sizes within the detection pyramid's
