@@ -10,10 +10,10 @@ import torch
 from conftest import has_cuda, torch_single_thread
 
 from sixd_pose_ros.engines.backends import (
+    CPU_AUTO_ORDER,
     BackendError,
     FallbackRunner,
     TorchRunner,
-    cpu_auto_order,
     fallback_chain,
     make_backend,
 )
@@ -42,7 +42,7 @@ def test_names_and_orders():
     assert fallback_chain("torch", True) == ("torch",)
     assert fallback_chain("auto", True)[0] == "tensorrt"
     # On the CPU ONNX Runtime goes first (the pretrained backbone runs 2-3x faster there).
-    assert fallback_chain("auto", False) == cpu_auto_order() == ("onnxruntime", "torch")
+    assert fallback_chain("auto", False) == CPU_AUTO_ORDER == ("onnxruntime", "torch")
     with pytest.raises(BackendError, match="auto, tensorrt, onnxruntime, torch"):
         make_backend("tensorflow")
     with pytest.raises(BackendError, match="fp16"):

@@ -50,13 +50,13 @@ from sixd_pose_ros.errors import SixdPoseError
 
 __all__ = [
     "BACKENDS",
+    "CPU_AUTO_ORDER",
     "BackendError",
     "FallbackRunner",
     "InferenceBackend",
     "OnnxRuntimeRunner",
     "Runner",
     "TorchRunner",
-    "cpu_auto_order",
     "fallback_chain",
     "make_backend",
     "onnxruntime_available",
@@ -66,6 +66,7 @@ LOG = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 GPU_AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
+CPU_AUTO_ORDER = ("onnxruntime", "torch")  # see the module docstring for the numbers
 
 
 class BackendError(SixdPoseError):
@@ -96,15 +97,10 @@ def _ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def cpu_auto_order() -> tuple[str, ...]:
-    """``auto`` without a GPU: ONNX Runtime first (see the module docstring for the numbers)."""
-    return ("onnxruntime", "torch")
-
-
 def fallback_chain(name: str, cuda: bool) -> tuple[str, ...]:
     """Backends to try, best first, for a requested ``name`` (see the module docstring)."""
     if name == "auto":
-        return GPU_AUTO_ORDER if cuda else cpu_auto_order()
+        return GPU_AUTO_ORDER if cuda else CPU_AUTO_ORDER
     if name not in BACKENDS:
         raise BackendError(f"unknown inference backend {name!r}: choose auto, {', '.join(BACKENDS)}")
     return BACKENDS[BACKENDS.index(name):]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from sixd_pose_ros.geometry.pinhole import project
 from sixd_pose_ros.geometry.plane import fit_support_plane
 from sixd_pose_ros.models.detector import Detection, project_sphere
 
@@ -177,7 +178,7 @@ def segment_explained(segmentation: DepthSegmentation, model_tree, R: np.ndarray
     if len(cam) == 0:
         return 0.0
     height, width = segmentation.labels.shape
-    uv = np.round((cam @ K.T)[:, :2] / cam[:, 2:3]).astype(np.int64)
+    uv = np.round(project(cam, K)).astype(np.int64)
     inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
     under = segmentation.labels[uv[inside, 1], uv[inside, 0]]
     under = under[under > 0]

@@ -66,8 +66,16 @@ class _Comparison:
     depth: np.ndarray
     centres: np.ndarray
 
-    def agreement(self) -> float:
-        return float(np.einsum("pc,pc->p", self.q_feat[self.rows, self.cols], self.r_feat[self.rows, self.cols]).mean())
+    def agreement(self, shift: tuple[int, int] = (0, 0)) -> float | None:
+        """Mean cosine of the rendered object's patches and the image's patches ``shift`` (rows,
+        cols) away, over the patches that stay in the crop; None when none do."""
+        grid = self.q_feat.shape[0]
+        rows, cols = self.rows + shift[0], self.cols + shift[1]
+        ok = (rows >= 0) & (rows < grid) & (cols >= 0) & (cols < grid)
+        if not ok.any():
+            return None
+        return float(np.einsum("pc,pc->p", self.q_feat[rows[ok], cols[ok]],
+                               self.r_feat[self.rows[ok], self.cols[ok]]).mean())
 
 
 class FeatureRefiner:
@@ -122,15 +130,9 @@ class FeatureRefiner:
         seen = self._compare(rgb, K, np.asarray(R, np.float64), np.asarray(t, np.float64))
         if seen is None:
             return -1.0
-        grid, shift = seen.q_feat.shape[0], max(1, seen.q_feat.shape[0] // 4)
-        beside = []
-        for di, dj in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):
-            rows, cols = seen.rows + di, seen.cols + dj
-            ok = (rows >= 0) & (rows < grid) & (cols >= 0) & (cols < grid)
-            if ok.any():
-                beside.append(np.einsum("pc,pc->p", seen.q_feat[rows[ok], cols[ok]],
-                                        seen.r_feat[seen.rows[ok], seen.cols[ok]]).mean())
-        return seen.agreement() - float(np.mean(beside))
+        d = max(1, seen.q_feat.shape[0] // 4)
+        beside = [seen.agreement(shift) for shift in ((d, 0), (-d, 0), (0, d), (0, -d))]
+        return seen.agreement() - float(np.mean([a for a in beside if a is not None]))
 
     def _compare(self, rgb, K, R, t) -> "_Comparison | None":
         """The image crop and the render at ``(R, t)``, encoded; None when the crop is degenerate
