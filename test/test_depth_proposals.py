@@ -12,6 +12,7 @@ from sixd_pose_ros.pipeline.depth_proposals import (
     segment_depth,
     segment_explained,
     segment_proposals,
+    silhouette_support,
 )
 from sixd_pose_ros.render.renderer import RenderMesh, render
 
@@ -151,3 +152,38 @@ def test_unmasked_reference_depth_loses_the_table_and_keeps_the_objects(scene):
     objects = out.mask.max(0) > 0
     assert np.mean(cut[~objects] > 0) < 0.01  # the table is gone
     assert np.mean(cut[objects] > 0) > 0.9  # the objects stay (but a sliver at their feet)
+
+
+def test_support_rules_out_a_pose_on_the_bare_table_or_out_of_view(scene):
+    depth, (box, cyl), poses, _ = scene
+    seg = segment_depth(depth, K)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(box.sample(3000, seed=0)))
+    R, t = poses[0]
+    assert silhouette_support(seg, tree, R, t, K, depth) > 0.8  # its bottom rim is at table height
+    # The same box moved 15 cm along the table, where nothing stands: its face would fit the
+    # table's depth, but the table is all it projects onto.
+    x_axis = TILT @ np.array([1.0, 0, 0])
+    assert silhouette_support(seg, tree, R, t + 0.15 * x_axis + np.array([0, 0.1, 0]), K, depth) < 0.1
+    # Half out of the image: the half outside confirms nothing.
+    edge = np.linalg.solve(K, np.array([W - 1.0, 240.0, 1.0])) * t[2]
+    half_out = silhouette_support(seg, tree, R, edge, K, depth)
+    assert half_out < 0.6
+    # No depth at all under it: nothing to say against it.
+    assert silhouette_support(seg, tree, R, t, K, np.zeros_like(depth)) == 1.0
+
+
+def test_a_correlation_peak_counts_only_on_something_off_the_table_at_its_size(scene):
+    from sixd_pose_ros.pipeline.feature_detection import FeaturePeak, peak_fits_depth
+
+    depth, (box, _), poses, _ = scene
+    seg = segment_depth(depth, K)
+    radius = float(np.linalg.norm(box.extents)) / 2
+    t = poses[0][1]
+    on_box = (K @ t)[:2] / t[2]
+    assert peak_fits_depth(FeaturePeak(on_box, float(t[2]), 0.5), seg, depth, K, radius)
+    # Right place, but the template's size says twice as far: another object's size, not this one.
+    assert not peak_fits_depth(FeaturePeak(on_box, 2.0 * float(t[2]), 0.5), seg, depth, K, radius)
+    # The bare table, where a busy texture may correlate well: nothing stands there.
+    assert not peak_fits_depth(FeaturePeak(np.array([320.0, 60.0]), float(t[2]), 0.5), seg, depth, K, radius)

@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from sixd_pose_ros.geometry.normalization import object_diameter
 from sixd_pose_ros.pipeline.depth_alignment import DepthAlignment, align_to_depth
-from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_explained
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_explained, silhouette_support
 from sixd_pose_ros.pipeline.rotation_search import RotationSearch
 from sixd_pose_ros.pipeline.types import Frame
 from sixd_pose_ros.render.renderer import RenderMesh
@@ -90,7 +90,10 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     place_similarity**power x max(0.05, explained): *explained* is the fraction of the segment
     under the object that the posed model accounts for (without it a small object lying on a big
     one wins); floored, so that without a segment (no table found, flat or tiny objects)
-    agreement still orders them. The whole list, not only the winner, is what
+    agreement still orders them. When a table was found, also x max(0.05, support): the
+    fraction of the object's projection that falls on segments (see ``silhouette_support``),
+    floored at 0.01 only (a pose off every segment is all but ruled out, but an object too
+    flat to stand out keeps its order). The whole list, not only the winner, is what
     scripts/hypothesis_oracle.py inspects (is the right pose among them at all?).
     """
     if model.search is not None and 0 < align_top < len(hypotheses):
@@ -105,6 +108,9 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
         if segmentation is not None and aligned.agreement > 0:
             rank *= max(0.05, segment_explained(segmentation, model.tree, aligned.R, aligned.t, frame.K,
                                                 model.diameter))
+            if segmentation.plane is not None:
+                rank *= max(0.01, silhouette_support(segmentation, model.tree, aligned.R, aligned.t, frame.K,
+                                                     frame.depth))
         ranked.append(Ranked(float(rank), hyp, aligned))
     return sorted(ranked, key=lambda r: -r.rank)  # stable: the first of equal ranks wins
 

@@ -19,6 +19,7 @@ for about 2 of 3 instances; the rest are mostly the pudding box and the similar 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,9 +28,10 @@ import torch
 from sixd_pose_ros.engines.backends import Runner
 from sixd_pose_ros.engines.export import NetworkSpec, patch_backbone_dynamic_spec
 from sixd_pose_ros.objects.templates import TemplateSet
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation
 
 __all__ = ["FeaturePeak", "ImageFeatures", "ObjectKernels", "encode_image_scales", "image_backbone_spec",
-           "image_scales", "scaled_size"]
+           "image_scales", "peak_fits_depth", "scaled_size"]
 
 _POOL = 2  # patches averaged per side in the correlation (stride 32)
 
@@ -153,9 +155,12 @@ class ObjectKernels:
         """The crop centre, pixels from the kernel's top-left pixel in the scaled image."""
         return 16 * _POOL * self.cells / 2.0 - 0.5
 
-    def peaks(self, maps: dict, K: np.ndarray, k: int) -> list[FeaturePeak]:
+    def peaks(self, maps: dict, K: np.ndarray, k: int,
+              accept: Callable[[FeaturePeak], bool] | None = None) -> list[FeaturePeak]:
         """Up to ``k`` local maxima over all scales, best first; a peak within half the sphere's
-        apparent radius of a better one is the same place (at another size) and is dropped."""
+        apparent radius of a better one is the same place (at another size) and is dropped.
+        ``accept``: peaks it rejects are skipped before that (with depth: where nothing stands
+        off the table, or where the measured depth disagrees with the size)."""
         focal = float(np.sqrt(K[0, 0] * K[1, 1]))
         found = []
         for s, m in maps.items():
@@ -167,6 +172,8 @@ class ObjectKernels:
         found.sort(key=lambda p: -p.score)
         kept: list[FeaturePeak] = []
         for p in found:
+            if accept is not None and not accept(p):
+                continue
             apparent = focal * self.radius / p.depth
             if all(np.linalg.norm(p.center_xy - q.center_xy) > 0.5 * apparent for q in kept):
                 kept.append(p)
@@ -186,3 +193,22 @@ class ObjectKernels:
         r0, c0 = self._cell(s, center_xy)
         window = m[max(0, r0 - 1):max(0, r0 + 2), max(0, c0 - 1):max(0, c0 + 2)]
         return float(window.max()) if window.size else 0.0
+
+
+def peak_fits_depth(peak: FeaturePeak, segmentation: DepthSegmentation, depth: np.ndarray, K: np.ndarray,
+                    radius: float, max_size_ratio: float = 1.3) -> bool:
+    """Whether a correlation peak can be an object, by the depth: something stands off the table
+    within a third of the object's apparent radius, and at a distance that its size agrees with
+    (``peak.depth`` from the template scale vs the measured surface plus half a radius, within
+    ``max_size_ratio``; the scales are 1.26x apart). Why: the templates of an untextured mesh
+    correlate about as well with busy background (a carpet, the table's edge) as with the real,
+    printed object (real YCB-V frames: the pudding box's three best peaks all on the carpet)."""
+    h, w = depth.shape
+    r = max(2, int(0.3 * K[0, 0] * radius / peak.depth))
+    u, v = int(round(peak.center_xy[0])), int(round(peak.center_xy[1]))
+    box = (slice(max(0, v - r), min(h, v + r + 1)), slice(max(0, u - r), min(w, u + r + 1)))
+    on_segment = segmentation.labels[box] > 0
+    if not on_segment.any():
+        return False
+    measured = float(np.median(depth[box][on_segment])) + 0.5 * radius
+    return abs(np.log(measured / peak.depth)) <= np.log(max_size_ratio)

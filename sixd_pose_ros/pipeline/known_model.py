@@ -70,9 +70,11 @@ from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_
 from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
 from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner, crop_pair_spec
 from sixd_pose_ros.pipeline.feature_detection import (
+    FeaturePeak,
     ImageFeatures,
     ObjectKernels,
     encode_image_scales,
+    peak_fits_depth,
     image_backbone_spec,
     image_scales,
 )
@@ -529,7 +531,11 @@ class KnownModelEstimator:
         maps = obj.kernels.score_maps(image, K, cfg.detection_depth_range)
         n_peaks = cfg.hypotheses[0] if segmentation is not None else cfg.template_places
         places = []
-        for peak in obj.kernels.peaks(maps, K, n_peaks):
+        accept = None
+        if segmentation is not None and segmentation.plane is not None:
+            def accept(peak: FeaturePeak) -> bool:
+                return peak_fits_depth(peak, segmentation, frame.depth, K, obj.kernels.radius)
+        for peak in obj.kernels.peaks(maps, K, n_peaks, accept):
             ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
             depth = peak.depth
             if segmentation is not None:  # the measured surface there, half a radius behind it
