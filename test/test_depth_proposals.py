@@ -187,3 +187,24 @@ def test_a_correlation_peak_counts_only_on_something_off_the_table_at_its_size(s
     assert not peak_fits_depth(FeaturePeak(on_box, 2.0 * float(t[2]), 0.5), seg, depth, K, radius)
     # The bare table, where a busy texture may correlate well: nothing stands there.
     assert not peak_fits_depth(FeaturePeak(np.array([320.0, 60.0]), float(t[2]), 0.5), seg, depth, K, radius)
+
+
+def test_an_object_touching_another_still_explains_its_own_part_of_their_segment():
+    # Two 8 cm cubes side by side, touching: one segment. Each cube's true pose accounts for the
+    # segment near it, not for its neighbour.
+    cube = trimesh.creation.box((0.08, 0.08, 0.08))
+    poses = [_on_table(cube, (-0.04, 0.0)), _on_table(cube, (0.04, 0.0))]
+    mesh = RenderMesh.from_trimesh(cube)
+    out = render([mesh, mesh], np.stack([p[0] for p in poses]), np.stack([p[1] for p in poses]), K, W, H)
+    table = _table_depth()
+    depth = np.where(out.depth[0] > 0, np.minimum(out.depth[0], table), table).astype(np.float32)
+    seg = segment_depth(depth, K)
+    labels = [np.bincount(seg.labels[out.mask[0] == i + 1]).argmax() for i in range(2)]
+    assert labels[0] == labels[1] != 0  # merged
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.asarray(cube.sample(3000, seed=0)))
+    diameter = float(np.linalg.norm(cube.extents))
+    R, t = poses[0]
+    assert segment_explained(seg, tree, R, t, K, diameter) > 0.7
+    assert segment_explained(seg, tree, R, t, K, diameter, reach=10.0) < 0.6  # the whole segment

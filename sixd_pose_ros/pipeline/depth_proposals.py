@@ -177,11 +177,18 @@ def _labels_under_model(segmentation: DepthSegmentation, model_tree, R: np.ndarr
 
 
 def segment_explained(segmentation: DepthSegmentation, model_tree, R: np.ndarray, t: np.ndarray, K: np.ndarray,
-                      diameter: float) -> float:
-    """Fraction of the segment under the posed object that lies on the posed model (within
-    max(1 cm, 5 % of the diameter) of its surface samples); 0 when the object covers no segment.
-    Agreement alone (how much of the model the depth confirms) prefers a small object lying on a
-    large one; this is the other half: how much of what is there the model accounts for.
+                      diameter: float, reach: float = 0.6) -> float:
+    """Fraction of the segment under the posed object, within ``reach`` diameters of the posed
+    model's centre, that lies on the posed model (within max(1 cm, 5 % of the diameter) of its
+    surface samples); 0 when the object covers no segment. Agreement alone (how much of the
+    model the depth confirms) prefers a small object lying on a large one; this is the other
+    half: how much of what is there the model accounts for.
+
+    Only the segment near the object counts: objects that touch merge into one segment, and the
+    whole of it would hold every one of them to the share it covers (real YCB-V frames, a mug
+    and a brick side by side: the mug's true pose explained 0.4 of their segment and lost to
+    poses on smaller segments; every 4th frame, RGB-D ADD-S-0.1d 66.7 -> 75.6 % with the reach).
+    A small object on a big one still explains little: the big one's surface around it is near.
 
     The segment is the one most of the model's projected surface samples fall on. Not the one
     under the projected centre: the centre of a concave object (a drill, a mug from the side)
@@ -199,7 +206,11 @@ def segment_explained(segmentation: DepthSegmentation, model_tree, R: np.ndarray
     seg = next((s for s in segmentation.segments if s.label == label), None)
     if seg is None:
         return 0.0
-    dist, _ = model_tree.query((seg.points - t) @ R, distance_upper_bound=max(0.01, 0.05 * diameter))
+    centre = model_tree.data.mean(axis=0) @ R.T + t
+    near = seg.points[np.linalg.norm(seg.points - centre, axis=1) <= reach * diameter]
+    if len(near) == 0:
+        return 0.0
+    dist, _ = model_tree.query((near - t) @ R, distance_upper_bound=max(0.01, 0.05 * diameter))
     return float(np.mean(np.isfinite(dist)))
 
 

@@ -82,11 +82,12 @@ class Ranked:
 
 def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
                   segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
-                  tolerance: tuple[float, float]) -> list[Ranked]:
+                  tolerance: tuple[float, float], per_place: int = 0) -> list[Ranked]:
     """Every hypothesis that reached alignment, best first (ties keep the input order).
 
-    Beyond ``align_top`` hypotheses, a batched projective fit x place_similarity**power keeps the
-    best ``align_top`` (0 = align them all). Each is then ranked by agreement x
+    Beyond ``align_top`` hypotheses, a batched projective fit x place_similarity**power (x the
+    support below) keeps the best ``align_top`` (0 = align them all), at most ``per_place`` of
+    one place while other places have some (0 = no such limit). Each is then ranked by agreement x
     place_similarity**power x max(0.05, explained): *explained* is the fraction of the segment
     under the object that the posed model accounts for (without it a small object lying on a big
     one wins); floored, so that without a segment (no table found, flat or tiny objects)
@@ -100,7 +101,10 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
         fit = model.search.fit(np.stack([h.R for h in hypotheses]), np.stack([h.t for h in hypotheses]),
                                frame.depth, frame.K, model.diameter)
         pre = fit * np.maximum([h.place_similarity for h in hypotheses], 0.0) ** similarity_power
-        hypotheses = [hypotheses[i] for i in np.argsort(-pre, kind="stable")[:align_top]]
+        if segmentation is not None and segmentation.plane is not None:
+            pre *= np.maximum(0.01, [silhouette_support(segmentation, model.tree, h.R, h.t, frame.K, frame.depth)
+                                     for h in hypotheses])
+        hypotheses = _best_per_place(hypotheses, np.argsort(-pre, kind="stable"), align_top, per_place)
     ranked = []
     for hyp in hypotheses:
         aligned = model.align(frame, hyp.R, hyp.t, tolerance, quick=True)
@@ -113,6 +117,27 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
                                                      frame.depth))
         ranked.append(Ranked(float(rank), hyp, aligned))
     return sorted(ranked, key=lambda r: -r.rank)  # stable: the first of equal ranks wins
+
+
+def _best_per_place(hypotheses: list[Hypothesis], order: np.ndarray, total: int, per_place: int) -> list[Hypothesis]:
+    """The first ``total`` of ``order``, at most ``per_place`` from any one place (detection) while
+    other places have some left; then the rest in order. Why: one place whose crop looks much
+    like the object (similarity to the power 4) otherwise fills every slot with its rotations,
+    and the object's own place, which an untextured mesh's templates may like less, is never
+    aligned (real YCB-V: the pudding box's nine hypotheses at its place all pre-ranked 17th or
+    lower, behind the meat can's and the wood block's)."""
+    if per_place <= 0:
+        return [hypotheses[i] for i in order[:total]]
+    taken: dict[int, int] = {}
+    first, rest = [], []
+    for i in order:
+        place = id(hypotheses[i].detection)
+        if taken.get(place, 0) < per_place:
+            taken[place] = taken.get(place, 0) + 1
+            first.append(hypotheses[i])
+        else:
+            rest.append(hypotheses[i])
+    return (first + rest)[:total]
 
 
 def choose_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,

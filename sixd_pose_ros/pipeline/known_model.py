@@ -152,6 +152,9 @@ class KnownModelConfig:
     # render, no ICP) x similarity**similarity_power, and only the best go to depth alignment.
     # 0 = align them all.
     align_top: int = 16
+    # Of those, at most this many rotations of one place while other places have some
+    # (depth_ranking._best_per_place); 0 = no limit.
+    align_per_place: int = 0
     # The search's grid: (icosphere subdivisions, in-plane angles); (1, 12) = 504 rotations.
     rotation_search_grid: tuple[int, int] = (1, 12)
     # Hypotheses rank by agreement x explained x similarity**this (the place's best codebook or
@@ -449,7 +452,8 @@ class KnownModelEstimator:
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
             ranked = rank_by_depth(obj.surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
-                                   similarity_power=cfg.similarity_power, tolerance=cfg.tracking.depth_tolerance)
+                                   similarity_power=cfg.similarity_power, tolerance=cfg.tracking.depth_tolerance,
+                                   per_place=cfg.align_per_place)
             best = ranked[0]
             if obj.verifier is not None and cfg.verify_top > 1 and len(ranked) > 1:
                 # The depth's ranks of the leaders are often within a few percent of each other
