@@ -535,11 +535,14 @@ class KnownModelEstimator:
         maps = obj.kernels.score_maps(image, K, cfg.detection_depth_range)
         n_peaks = cfg.hypotheses[0] if segmentation is not None else cfg.template_places
         places = []
-        accept = None
+        peaks = []
         if segmentation is not None and segmentation.plane is not None:
             def accept(peak: FeaturePeak) -> bool:
                 return peak_fits_depth(peak, segmentation, frame.depth, K, obj.kernels.radius)
-        for peak in obj.kernels.peaks(maps, K, n_peaks, accept):
+            peaks = obj.kernels.peaks(maps, K, n_peaks, accept)
+        # No peak on anything standing off the plane: the plane is no table (a wall, a bin, the
+        # object's own face when it fills the view), so the peaks go unfiltered.
+        for peak in peaks or obj.kernels.peaks(maps, K, n_peaks):
             ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
             depth = peak.depth
             if segmentation is not None:  # the measured surface there, half a radius behind it
