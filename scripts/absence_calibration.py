@@ -23,7 +23,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from sixd_pose_ros.evaluation.eval_run import EvalOptions, object_name, prepare_objects
 from sixd_pose_ros.evaluation.sources import read_unit, resolve_dataset
