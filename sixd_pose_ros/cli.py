@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.pipeline.settings import FEATURE_DETECTION_MODES, EstimatorSettings, KnownModelConfig
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -196,7 +197,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
               feature_detection=args.feature_detection)
 
 
+def _feature_detection_help(prefix: str = "", always: str = "") -> str:
+    """--feature-detection's help, its default read from the estimator's settings."""
+    return (f"{prefix}places from the templates correlated over the image on every frame (always{always}), only "
+            f"on frames without depth (without_depth), or never (off: the trained detector); default "
+            f"{KnownModelConfig.feature_detection}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `sixd-pose` parser; estimator options take their defaults and help from
+    pipeline/settings.py, where they are written."""
+    est, known = EstimatorSettings, KnownModelConfig
     parser = argparse.ArgumentParser(prog="sixd-pose", description="6D object pose for robot grasping")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="evaluate the first N frames only")
     p.add_argument("--refs", type=int, default=64, help="model_free: reference frames per object")
     p.add_argument("--no-depth", action="store_true", help="RGB only (ignore depth)")
-    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
+    p.add_argument("--backend", default=est.backend, help="inference backend: auto, torch, onnxruntime, tensorrt")
     p.add_argument("--split", default="test", help="split folder of a BOP dataset root")
     p.add_argument("--models", help="models folder (default: models/ beside the scenes or the bag)")
     p.add_argument("--mesh-unit", choices=("auto", "mm", "m"), default="auto",
@@ -251,23 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-codebook", action="store_true", help="the full 2562x36 codebook (GPU machines)")
     p.add_argument("--codebook-grid", metavar="SUBxANGLES", help="custom codebook grid, e.g. 2x36 "
                    "(icosphere subdivisions x in-plane angles): quicker CPU runs")
-    p.add_argument("--refine-iterations", type=int, help="override the estimator's refinement iterations")
+    p.add_argument("--refine-iterations", type=int, help=f"override the estimator's refinement iterations "
+                   f"(default {est.refine_iterations})")
     p.add_argument("--hypotheses", metavar="PEAKSxHITS", help="known_model with depth: detector peaks x codebook "
-                   "hits tried per object and checked against depth (default 3x3; 1x1 = off)")
+                   f"hits tried per object and checked against depth (default {'x'.join(map(str, known.hypotheses))}; "
+                   f"1x1 = off)")
     p.add_argument("--depth-proposals", type=int, metavar="N", help="with depth: depth segments tried per "
-                   "object besides the detector's peaks (default 4; 0 = off)")
+                   f"object besides the detector's peaks (default {est.depth_proposals}; 0 = off)")
     p.add_argument("--rotation-search", type=int, metavar="N", help="with depth: grid rotations fitted to "
                    "each depth segment, tried besides the codebook's hits or the selector's viewpoints (model_free: "
-                   "objects built with depth) (default 6; 0 = off)")
+                   f"objects built with depth) (default {est.rotation_search}; 0 = off)")
     p.add_argument("--no-templates", action="store_true", help="known_model: rotations from the trained "
                    "codebook instead of the pretrained-feature templates (for comparison)")
-    p.add_argument("--feature-detection", choices=("without_depth", "always", "off"), default=None,
-                   help="known_model with templates: places from the templates correlated over the image "
-                   "(always, the default), only on frames without depth (without_depth), or never (off: "
-                   "the trained detector)")
+    p.add_argument("--feature-detection", choices=FEATURE_DETECTION_MODES, default=None,
+                   help=_feature_detection_help("known_model with templates: "))
     p.add_argument("--feature-refine-iterations", type=int, default=None, metavar="N",
                    help="known_model without depth: render-and-match PnP rounds at the chosen pose "
-                   "(default 3; 0 = off)")
+                   f"(default {known.feature_refine_iterations}; 0 = off)")
     p.add_argument("--peers", help="comma-separated classical peers run on the same frames: "
                                    "linemod, open3d_fpfh_icp")
     p.add_argument("--workers", type=int, default=1, help="processes (units = scenes/bags fan out)")
@@ -321,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", help="comma-separated BOP obj_ids")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--no-depth", action="store_true")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default=est.backend)
     p.add_argument("--split", default="test")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_eval_tables)
@@ -361,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-engines", help="export ONNX graphs / build TensorRT engines ahead of time")
     p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision")
-    p.add_argument("--image", nargs=2, type=int, default=[640, 480], metavar=("W", "H"),
+    p.add_argument("--precision", default=est.precision, choices=["fp16", "fp32"], help="TensorRT precision")
+    p.add_argument("--image", nargs=2, type=int, default=list(est.image_size), metavar=("W", "H"),
                    help="camera image size the engines are tuned for")
     p.add_argument("--objects", nargs="*", help="object folders whose detector heads to build too")
     p.add_argument("--weights", help="weights folder (default: shipped weights)")
@@ -371,20 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_build_engines)
 
     p = sub.add_parser("bench", help="per-stage and end-to-end latency of the estimator per backend (JSON)")
-    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime, torch, or several "
-                                                     "comma-separated (measured side by side)")
+    p.add_argument("--backend", default=est.backend, help="auto, tensorrt, onnxruntime, torch, or several "
+                                                          "comma-separated (measured side by side)")
     p.add_argument("--objects", default="1", help="objects in the frame (e.g. 1 or 1,4)")
-    p.add_argument("--image", nargs=2, type=int, default=[640, 480], metavar=("W", "H"))
+    p.add_argument("--image", nargs=2, type=int, default=list(est.image_size), metavar=("W", "H"))
     p.add_argument("--repeats", type=int, default=10, help="timed frames per workload")
     p.add_argument("--refine-iterations", type=int, help="iterations of the 'full' run (default: the "
-                                                         "estimator's); a 3-iteration run is always added")
+                                                         f"estimator's, {est.refine_iterations}); a 3-iteration "
+                                                         "run is always added")
     p.add_argument("--codebook", choices=["coarse", "full", "tiny"], help="default: full on a GPU, else coarse")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT precision")
+    p.add_argument("--precision", default=est.precision, choices=["fp16", "fp32"], help="TensorRT precision")
     p.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
-    p.add_argument("--feature-detection", choices=("without_depth", "always", "off"), default=None,
-                   help="places from the templates correlated over the image (always: the 'backbone' stage is "
-                   "then the pretrained backbone at every feature scale), only without depth (without_depth, the "
-                   "default; the bench frame has depth), or never (off)")
+    p.add_argument("--feature-detection", choices=FEATURE_DETECTION_MODES, default=None,
+                   help=_feature_detection_help(always=": the 'backbone' stage is then the pretrained backbone at "
+                                                         "every feature scale; the bench frame has depth"))
     p.add_argument("--weights", help="weights folder (default: shipped weights)")
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--no-progress", action="store_true")

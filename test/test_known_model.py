@@ -2,6 +2,8 @@
 on a rendered frame with real networks and an object database built by build-object."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import torch_single_thread
@@ -71,5 +73,5 @@ def test_estimator_runs_end_to_end_with_built_database(tmp_path, demo):
     for stage in ("backbone", "segment", "drill/detect", "drill/retrieve", "drill/refine", "drill/depth"):
         assert stage in pose.stage_ms
     # An impossible score threshold: the object is reported absent, not guessed.
-    est.config.min_detection_score = 1.01
+    est.config = replace(est.config, min_detection_score=1.01)
     assert est.estimate(frame) == []

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -220,8 +221,8 @@ def test_pose_tf_markers_debug_image_and_diagnostics_carry_the_colour_header(h, 
 
 def test_an_object_not_found_gets_no_pose_and_its_marker_is_deleted(h):
     h.wait_idle()
-    config = h.node.estimator.config
-    config.min_detection_score = 1.01  # the real estimator now reports the object absent
+    est = h.node.estimator
+    est.config = replace(est.config, min_detection_score=1.01)  # the real estimator now reports the object absent
     h.node.estimator.reset_tracking()  # a track on the wall's depth would go on without detection
     try:
         n_markers = len(h.markers)
@@ -234,7 +235,7 @@ def test_an_object_not_found_gets_no_pose_and_its_marker_is_deleted(h):
         assert not any(stamp_ns(m) == stamp for m in h.poses)
         assert not any(stamp_ns(t) == stamp for m in h.tf for t in m.transforms)
     finally:
-        config.min_detection_score = 0.0
+        est.config = replace(est.config, min_detection_score=0.0)
 
 
 def test_a_flood_of_frames_keeps_only_the_newest(h):

@@ -3,6 +3,7 @@ naming the fix, and declaring them on a real node survives values of the wrong t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,32 @@ def test_defaults_with_one_object(db):
     assert p.depth_proposals == 4 and p.rotation_search == 6
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
     assert p.tracking_enabled and p.tracking_min_health == 0.5 and p.tracking_max_lost_frames == 2
+    assert p.feature_detection == "always" and p.exclusion_max_inside == 0.25
+
+
+@pytest.mark.parametrize("mode", ["known_model", "model_free"])
+def test_the_nodes_defaults_reach_the_estimator_unchanged(db, mode):
+    """The parameters' defaults are the estimator's (pipeline/settings.py): default parameters
+    build the mode's default config, but for tracking, which the node turns on (TrackerConfig's
+    defaults: a track starts at 0.1 more health than keeps it)."""
+    from sixd_pose_ros.pipeline.settings import CONFIGS, estimator_config
+    from sixd_pose_ros.pipeline.tracking import TrackerConfig
+    from sixd_pose_ros.ros.estimator_loader import estimator_settings
+
+    config = estimator_config(mode, **estimator_settings(validate_params({"objects": [db], "mode": mode})))
+    assert config == replace(CONFIGS[mode](), tracking=TrackerConfig())
+
+
+def test_live_settings_reach_the_config_that_has_them(db):
+    from sixd_pose_ros.pipeline.settings import KnownModelConfig, ModelFreeConfig
+    from sixd_pose_ros.ros.estimator_loader import with_live_settings
+
+    p = validate_params({"objects": [db], "min_score": 0.6, "exclusion_max_inside": 0.0, "depth_proposals": 1})
+    changed = {"min_score", "exclusion_max_inside", "slop"}
+    assert with_live_settings(KnownModelConfig(), p, changed) == KnownModelConfig(min_detection_score=0.6,
+                                                                                  exclusion_max_inside=0.0)
+    assert with_live_settings(ModelFreeConfig(), p, changed) == ModelFreeConfig(min_detection_score=0.6)
+    assert with_live_settings(ModelFreeConfig(), p, {"slop"}) == ModelFreeConfig()
 
 
 def test_lenient_where_the_meaning_is_clear(db):
@@ -70,6 +97,8 @@ def test_lenient_where_the_meaning_is_clear(db):
     ({"tracking.enabled": "yes"}, "tracking.enabled: 'yes' is not a boolean; use tracking.enabled:=true"),
     ({"tracking.min_health": 1.2}, "tracking.min_health: 1.2 is out of range [0.0, 1.0]"),
     ({"tracking.max_lost_frames": 0}, "tracking.max_lost_frames: 0 must be >= 1"),
+    ({"feature_detection": "sometimes"}, "feature_detection: 'sometimes' must be one of without_depth, always, off"),
+    ({"exclusion_max_inside": 1.5}, "exclusion_max_inside: 1.5 is out of range [0.0, 1.0]"),
 ])
 def test_each_bad_value_names_its_fix(db, values, expected):
     assert expected in _problems(objects=[db], **values)

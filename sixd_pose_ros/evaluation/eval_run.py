@@ -29,6 +29,7 @@ from sixd_pose_ros.evaluation.data_checks import depth_missing_reason, require_g
 from sixd_pose_ros.evaluation.mesh_units import decide_mesh_unit
 from sixd_pose_ros.evaluation.sources import BagTopics, EvalDataset, EvalUnit, read_unit, resolve_dataset
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
+from sixd_pose_ros.pipeline.settings import EstimatorSettings, estimator_config
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ class EvalOptions:
     objects: tuple[int, ...] | None = None
     max_frames: int | None = None
     refs: int = 64
-    use_depth: bool = True
-    backend: str = "auto"
+    use_depth: bool = EstimatorSettings.use_depth
+    backend: str = EstimatorSettings.backend
     weights: str = str(WEIGHTS_DIR)
     mesh_unit: str = "auto"
     split: str = "test"
@@ -243,39 +244,29 @@ class _PeerSet:
         return [pose for est in self.estimators for pose in est.estimate(frame)]
 
 
+def ours_config(options: EvalOptions) -> EstimatorSettings:
+    """Our estimator's settings for ``options``: the mode's defaults (pipeline/settings.py) with the
+    options given over them (None = the default), through the mapping the node's loader uses too.
+    Also the key of the estimators a worker keeps: any setting that differs builds new ones."""
+    def given(value, cast):
+        return None if value is None else cast(value)
+
+    return estimator_config(
+        options.mode, use_depth=options.use_depth, refine_iterations=given(options.refine_iterations, int),
+        hypotheses=given(options.hypotheses, lambda h: tuple(int(x) for x in h)),
+        depth_proposals=given(options.depth_proposals, int), rotation_search=given(options.rotation_search, int),
+        templates=given(options.templates, bool), feature_detection=options.feature_detection,
+        feature_refine_iterations=given(options.feature_refine_iterations, int))
+
+
 def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict[str, Any]:
     """``{method: Estimator}``: ours first, then the requested peers."""
     dirs = [m.database for m in models]
     if options.mode == "model_free":
-        from sixd_pose_ros.pipeline.model_free import ModelFreeConfig, ModelFreeEstimator
-
-        mf_config = ModelFreeConfig(use_depth=options.use_depth)
-        if options.refine_iterations is not None:
-            mf_config = replace(mf_config, refine_iterations=int(options.refine_iterations))
-        if options.depth_proposals is not None:
-            mf_config = replace(mf_config, depth_proposals=int(options.depth_proposals))
-        if options.rotation_search is not None:
-            mf_config = replace(mf_config, rotation_search=int(options.rotation_search))
-        ours = ModelFreeEstimator.from_paths(dirs, options.weights, config=mf_config, backend=options.backend)
+        from sixd_pose_ros.pipeline.model_free import ModelFreeEstimator as Estimator
     else:
-        from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
-
-        config = KnownModelConfig(use_depth=options.use_depth)
-        if options.refine_iterations is not None:
-            config = replace(config, refine_iterations=int(options.refine_iterations))
-        if options.hypotheses is not None:
-            config = replace(config, hypotheses=tuple(int(x) for x in options.hypotheses))
-        if options.depth_proposals is not None:
-            config = replace(config, depth_proposals=int(options.depth_proposals))
-        if options.rotation_search is not None:
-            config = replace(config, rotation_search=int(options.rotation_search))
-        if options.templates is not None:
-            config = replace(config, templates=bool(options.templates))
-        if options.feature_detection is not None:
-            config = replace(config, feature_detection=options.feature_detection)
-        if options.feature_refine_iterations is not None:
-            config = replace(config, feature_refine_iterations=int(options.feature_refine_iterations))
-        ours = KnownModelEstimator.from_paths(dirs, options.weights, config=config, backend=options.backend)
+        from sixd_pose_ros.pipeline.known_model import KnownModelEstimator as Estimator
+    ours = Estimator.from_paths(dirs, options.weights, config=ours_config(options), backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:
         estimators[peer] = _PeerSet(peer, models)
@@ -293,10 +284,8 @@ def _worker_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> d
     """The estimators of this process, built on first use (a worker handles many units)."""
     import torch
 
-    key = repr((tuple(m.database for m in models), options.peers, options.use_depth, options.backend,
-                options.refine_iterations, options.hypotheses, options.depth_proposals, options.rotation_search,
-                options.weights,
-                options.mode))
+    key = repr((tuple(m.database for m in models), options.peers, options.backend, options.weights, options.mode,
+                ours_config(options)))
     if _WORKER_STATE.get("key") != key:
         torch.manual_seed(0)
         _WORKER_STATE.update(key=key, estimators=make_estimators(models, options))

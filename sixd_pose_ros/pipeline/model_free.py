@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -46,40 +46,11 @@ from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detect
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
 from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_metric, refine_normalized
 from sixd_pose_ros.pipeline.rotation_search import search_grid
+from sixd_pose_ros.pipeline.settings import ModelFreeConfig  # noqa: F401 - re-exported
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelFreeConfig:
-    min_detection_score: float = 0.3
-    refine_iterations: int = 0  # the shipped CPU refiner does not improve poses yet
-    use_depth: bool = True
-    crop_size: int = 128
-    detection_scales: tuple[float, ...] = (1.0, 0.5)
-    # Depth of the object centre behind the median visible surface, in bounding radii: the
-    # visible surface of a convex-ish object lies between 0 and 1 radius in front of the centre.
-    surface_to_center_radii: float = 0.5
-    # With depth and metric references: up to this many segments of the depth image that stand off
-    # the table and fit the object's size (pipeline/depth_proposals.py) are tried besides the
-    # detector's best peak; the place whose crop the selector matches best (largest raw score)
-    # wins. 0 = the detector's peak only.
-    depth_proposals: int = 4
-    # With depth and a fused surface (see the module docstring): the selector's best viewpoints
-    # tried per place, the grid rotations fitted to each depth segment (0 = off), the hypotheses
-    # that reach ICP after the projective pre-ranking, and the rotation grid (as KnownModelConfig).
-    selector_top: int = 3
-    rotation_search: int = 6
-    align_top: int = 16
-    rotation_search_grid: tuple[int, int] = (1, 12)
-    # Off unless asked (each frame on its own, as evaluation wants); the node turns it on. Objects
-    # with a fused surface only (their depth agreement is the health); see pipeline/tracking.py.
-    tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
-    backend: str = "auto"
-    precision: str = "fp16"
-    image_size: tuple[int, int] = (640, 480)
 
 
 @dataclass

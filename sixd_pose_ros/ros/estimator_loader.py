@@ -1,15 +1,30 @@
-"""Builds the estimator the parameters ask for, plus what the outputs need to know per object."""
+"""Builds the estimator the parameters ask for, plus what the outputs need to know per object.
+
+:data:`SETTINGS_OF_PARAMS` and :func:`estimator_settings` are the one mapping from the node's
+parameters to estimator settings (pipeline/settings.py): the loader builds the config with them,
+and the node applies live changes and tracking through them.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.pipeline.settings import EstimatorSettings, estimator_config
+from sixd_pose_ros.pipeline.tracking import TrackerConfig
 from sixd_pose_ros.ros.params import NodeParams, ParameterError
 
-__all__ = ["ObjectInfo", "EstimatorLoadError", "load_estimator", "object_infos"]
+__all__ = ["ObjectInfo", "EstimatorLoadError", "SETTINGS_OF_PARAMS", "estimator_settings", "tracker_config",
+           "with_live_settings", "load_estimator", "object_infos"]
+
+#: NodeParams field -> the estimator setting it gives (a setting the mode lacks is ignored).
+SETTINGS_OF_PARAMS = {"min_score": "min_detection_score", "refine_iterations": "refine_iterations",
+                      "use_depth": "use_depth", "depth_proposals": "depth_proposals",
+                      "rotation_search": "rotation_search", "feature_detection": "feature_detection",
+                      "exclusion_max_inside": "exclusion_max_inside", "precision": "precision"}
 
 # Mesh files rviz can show through a MESH_RESOURCE marker (rviz uses assimp for all but .mesh).
 _RVIZ_MESHES = (".stl", ".dae", ".obj", ".ply", ".glb", ".gltf", ".mesh")
@@ -58,6 +73,31 @@ def object_infos(estimator) -> list[ObjectInfo]:
     return infos
 
 
+def tracker_config(params: NodeParams) -> TrackerConfig:
+    """The tracking.* parameters as tracker settings; a track starts at 0.1 more health than
+    keeps it going (hysteresis: a pose barely explained does not start a track it loses at once)."""
+    return TrackerConfig(enabled=params.tracking_enabled, min_health=params.tracking_min_health,
+                         min_start_health=min(1.0, params.tracking_min_health + 0.1),
+                         max_lost_frames=params.tracking_max_lost_frames)
+
+
+def estimator_settings(params: NodeParams) -> dict[str, Any]:
+    """``{setting: value}`` of the estimator the parameters ask for (pipeline/settings.py names);
+    settings no parameter names keep their defaults."""
+    settings = {setting: getattr(params, name) for name, setting in SETTINGS_OF_PARAMS.items()}
+    return {**settings, "tracking": tracker_config(params)}
+
+
+def with_live_settings(config: EstimatorSettings, params: NodeParams, changed: set[str]) -> EstimatorSettings:
+    """``config`` with the settings of the changed NodeParams fields ``changed`` (those the
+    config has): a live parameter reaches a running estimator at its next frame."""
+    has = {f.name for f in fields(config)}
+    settings = estimator_settings(params)
+    update = {SETTINGS_OF_PARAMS[n]: settings[SETTINGS_OF_PARAMS[n]] for n in changed
+              if n in SETTINGS_OF_PARAMS and SETTINGS_OF_PARAMS[n] in has}
+    return replace(config, **update) if update else config
+
+
 def load_estimator(params: NodeParams):
     """(estimator, [ObjectInfo]) for validated parameters.
 
@@ -79,25 +119,13 @@ def load_estimator(params: NodeParams):
                                  f"a package release that ships them")
     objects = [Path(o).expanduser() for o in params.objects]
     try:
+        config = estimator_config(params.mode, **estimator_settings(params))
         if params.mode == "model_free":
-            from sixd_pose_ros.pipeline.model_free import ModelFreeConfig, ModelFreeEstimator
-
-            est = ModelFreeEstimator.from_paths(
-                objects, weights, ModelFreeConfig(min_detection_score=params.min_score,
-                                                  refine_iterations=params.refine_iterations,
-                                                  depth_proposals=params.depth_proposals,
-                                                  rotation_search=params.rotation_search,
-                                                  use_depth=params.use_depth, precision=params.precision),
-                use_refiner=params.refine_iterations > 0, backend=params.backend)
+            from sixd_pose_ros.pipeline.model_free import ModelFreeEstimator as Estimator
         else:
-            from sixd_pose_ros.pipeline.known_model import KnownModelConfig, KnownModelEstimator
-
-            config = KnownModelConfig(min_detection_score=params.min_score,
-                                      refine_iterations=params.refine_iterations, use_depth=params.use_depth,
-                                      depth_proposals=params.depth_proposals,
-                                      rotation_search=params.rotation_search, precision=params.precision)
-            est = KnownModelEstimator.from_paths(objects, weights, config, use_refiner=params.refine_iterations > 0,
-                                                 backend=params.backend)
+            from sixd_pose_ros.pipeline.known_model import KnownModelEstimator as Estimator
+        est = Estimator.from_paths(objects, weights, config, use_refiner=params.refine_iterations > 0,
+                                   backend=params.backend)
     except SixdPoseError as exc:
         raise EstimatorLoadError(str(exc)) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -52,9 +52,11 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.pipeline.settings import EstimatorSettings
 from sixd_pose_ros.pipeline.types import FrameError
 from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
-from sixd_pose_ros.ros.estimator_loader import load_estimator
+from sixd_pose_ros.ros.estimator_loader import SETTINGS_OF_PARAMS, load_estimator, tracker_config, \
+    with_live_settings
 from sixd_pose_ros.ros.frame_checks import UNDISTORTED_MODELS, OversizeError, Undistorter, box_valid_fraction, \
     downscale_frame, valid_depth_fraction, without_depth
 from sixd_pose_ros.ros.frames import frame_from_msgs
@@ -180,14 +182,8 @@ class SixdPoseNode(_BaseNode):
         """Hand the tracking.* parameters to an estimator that tracks (known-model, and model-free
         objects with a fused surface)."""
         configure = getattr(self.estimator, "configure_tracking", None)
-        if configure is None:
-            return
-        from sixd_pose_ros.pipeline.tracking import TrackerConfig
-
-        p = self.params
-        configure(TrackerConfig(enabled=p.tracking_enabled, min_health=p.tracking_min_health,
-                                min_start_health=min(1.0, p.tracking_min_health + 0.1),
-                                max_lost_frames=p.tracking_max_lost_frames))
+        if configure is not None:
+            configure(tracker_config(self.params))
 
     def _configure_failed(self, message: str) -> TransitionCallbackReturn:
         self.configure_error = message
@@ -541,10 +537,10 @@ class SixdPoseNode(_BaseNode):
 
     def _apply_live(self, changes: dict) -> None:
         p = self.params
-        if "min_score" in changes:
+        if changes.keys() & SETTINGS_OF_PARAMS.keys():
             config = getattr(self.estimator, "config", None)
-            if config is not None and dataclasses.is_dataclass(config) and hasattr(config, "min_detection_score"):
-                self.estimator.config = dataclasses.replace(config, min_detection_score=p.min_score)
+            if isinstance(config, EstimatorSettings):
+                self.estimator.config = with_live_settings(config, p, set(changes))
         if any(k.startswith("tracking_") for k in changes):
             self._configure_tracking()
         worker, sync = self._worker, self._sync

@@ -16,6 +16,11 @@ Camera topics are not parameters: the node subscribes to the relative names ``im
 ``image/compressed`` with ``image_transport:=compressed``), ``depth`` and ``camera_info``, which
 the launch files remap to the camera's topics (:mod:`sixd_pose_ros.ros.launch_support`).
 
+Defaults are written once: the estimator's parameters take theirs from its settings
+(pipeline/settings.py, pipeline/tracking.py), the node's own ones are written in
+:data:`PARAMETERS`, and config/sixd_pose_node.yaml documents the same values (a test checks it).
+ros/estimator_loader.py maps the validated parameters to the estimator's settings.
+
 ``use_sim_time`` is rclpy's own parameter and is not handled here.
 """
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.pipeline.settings import FEATURE_DETECTION_MODES, EstimatorSettings, KnownModelConfig
+from sixd_pose_ros.pipeline.tracking import TrackerConfig
 
 __all__ = ["ParameterError", "NodeParams", "PARAMETERS", "MODES", "LIVE", "RANGES", "REMOVED", "validate_params",
            "declare_parameters", "read_parameters", "unknown_parameter_problems", "live_fields"]
@@ -33,7 +40,13 @@ __all__ = ["ParameterError", "NodeParams", "PARAMETERS", "MODES", "LIVE", "RANGE
 MODES = ("known_model", "model_free")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
-# name -> (default, description). The defaults here are the ones config/sixd_pose_node.yaml documents.
+# The estimator's defaults (pipeline/settings.py) and the tracker's (pipeline/tracking.py) are the
+# node's: they are written there, never here. Tracking is off in the estimator's own default (one
+# frame at a time, as evaluation wants) and on in the node's (TrackerConfig's default).
+_EST, _TRACK = EstimatorSettings(), TrackerConfig()
+
+# name -> (default, description). config/sixd_pose_node.yaml documents exactly these defaults
+# (test/test_ros_params.py checks it).
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "mode": ("known_model", "known_model (objects given as database folders built from meshes) or "
                             "model_free (folders built from posed reference images, `build-object --images`)"),
@@ -48,22 +61,37 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "frames.output_frame": ("", "publish poses and detections in this frame (e.g. base_link), transformed through "
                                 "TF at the image stamp; empty = the camera frame. TF of the objects keeps the "
                                 "camera as parent"),
-    "min_score": (0.3, "detections scoring below this (0..1) are reported absent: no pose, no TF"),
-    "refine_iterations": (0, "volume refiner iterations per object (0 = codebook pose only; the shipped "
-                                "CPU-trained refiner does not improve poses yet, see its model card)"),
-    "use_depth": (True, "subscribe to depth and align poses to it; false = RGB only"),
-    "depth_proposals": (4, "with depth: segments of the depth image standing off the table that are tried per "
-                           "object besides the detector's peaks (0 = the detector's peaks only; model_free: "
-                           "metric references only)"),
-    "rotation_search": (6, "with depth: rotations of a coarse grid fitted to each depth segment, tried besides the "
-                           "codebook's hits or the selector's viewpoints (0 = off; each costs one quick depth "
-                           "alignment; model_free: objects whose references had depth)"),
-    "tracking.enabled": (True, "after a confident pose, later frames start from the previous pose and run "
-                               "refinement only (needs depth; without it every frame runs detection)"),
-    "tracking.min_health": (0.5, "a tracked pose whose depth agreement (0..1) is below this is lost: not "
-                                 "published; a detection needs a little more to start a track"),
-    "tracking.max_lost_frames": (2, "this many lost frames in a row end a track: the next frame runs full "
-                                    "detection"),
+    "min_score": (_EST.min_detection_score,
+                  "detections scoring below this (0..1) are reported absent: no pose, no TF"),
+    "refine_iterations": (_EST.refine_iterations,
+                          "volume refiner iterations per object (0 = codebook pose only; the shipped CPU-trained "
+                          "refiner does not improve poses yet, see its model card)"),
+    "use_depth": (_EST.use_depth, "subscribe to depth and align poses to it; false = RGB only"),
+    "depth_proposals": (_EST.depth_proposals,
+                        "with depth: segments of the depth image standing off the table that are tried per object "
+                        "besides the detector's peaks (0 = the detector's peaks only; model_free: metric references "
+                        "only)"),
+    "rotation_search": (_EST.rotation_search,
+                        "with depth: rotations of a coarse grid fitted to each depth segment, tried besides the "
+                        "codebook's hits or the selector's viewpoints (0 = off; each costs one quick depth "
+                        "alignment; model_free: objects whose references had depth)"),
+    "feature_detection": (KnownModelConfig.feature_detection,
+                          "known_model: where objects are looked for. always: the templates correlated over the "
+                          "whole image (finds objects the depth does not separate); without_depth: that on frames "
+                          "without depth, the trained detector and the depth segments on frames with depth "
+                          "(quicker); off: the trained detector only"),
+    "exclusion_max_inside": (KnownModelConfig.exclusion_max_inside,
+                             "known_model: of two objects' poses that fill the same space (more than this fraction "
+                             "(0..1) of one's surface inside the other's box) only the better-scoring is published "
+                             "(0 = off: for objects that really sit inside one another, a part in a bin)"),
+    "tracking.enabled": (_TRACK.enabled,
+                         "after a confident pose, later frames start from the previous pose and run refinement only "
+                         "(needs depth; without it every frame runs detection)"),
+    "tracking.min_health": (_TRACK.min_health,
+                            "a tracked pose whose depth agreement (0..1) is below this is lost: not published; a "
+                            "detection needs a little more to start a track"),
+    "tracking.max_lost_frames": (_TRACK.max_lost_frames,
+                                 "this many lost frames in a row end a track: the next frame runs full detection"),
     "depth.min_valid_fraction": (0.05, "a depth image with fewer valid pixels (0..1 of the image; 0 or NaN = no "
                                        "measurement) is unusable: the frame runs RGB-only, its estimates marked so"),
     "depth.min_valid_in_box": (0.2, "an object whose box holds fewer valid depth pixels (0..1 of the box) gets its "
@@ -83,9 +111,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_debug_image": (True, "publish ~/debug_image (boxes and axes drawn over the colour image)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "warn_period": (5.0, "the same warning is logged at most once per this many seconds"),
-    "backend": ("auto", "inference backend: auto (TensorRT on a GPU, else the fastest CPU runtime), tensorrt, "
-                        "onnxruntime or torch; a missing one falls back with a warning"),
-    "precision": ("fp16", "TensorRT precision: fp16 or fp32"),
+    "backend": (_EST.backend, "inference backend: auto (TensorRT on a GPU, else the fastest CPU runtime), "
+                              "tensorrt, onnxruntime or torch; a missing one falls back with a warning"),
+    "precision": (_EST.precision, "TensorRT precision: fp16 or fp32"),
     "num_threads": (0, "torch CPU threads for the estimator (0 = torch's default)"),
     "autostart": (True, "sixd_pose_node configures and activates itself at start; false = wait for a "
                         "lifecycle manager (the launch files set it false and drive the transitions themselves)"),
@@ -98,6 +126,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "refine_iterations": (0, 50),
     "depth_proposals": (0, 64),
     "rotation_search": (0, 504),
+    "exclusion_max_inside": (0.0, 1.0),
     "tracking.min_health": (0.0, 1.0),
     "tracking.max_lost_frames": (1, 1000),
     "depth.min_valid_fraction": (0.0, 1.0),
@@ -113,10 +142,10 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 # Applied to the next frame when set on a configured node; every other parameter is read-only.
-LIVE = frozenset({"min_score", "depth.min_valid_fraction", "depth.min_valid_in_box", "depth.rgb_only_score_scale",
-                  "max_pixels", "oversize", "tracking.enabled", "tracking.min_health", "tracking.max_lost_frames", "max_rate_hz",
-                  "slop", "diagnostics_period", "warn_period", "frames.tf_prefix", "frames.camera_frame",
-                  "frames.output_frame"})
+LIVE = frozenset({"min_score", "exclusion_max_inside", "depth.min_valid_fraction", "depth.min_valid_in_box",
+                  "depth.rgb_only_score_scale", "max_pixels", "oversize", "tracking.enabled", "tracking.min_health",
+                  "tracking.max_lost_frames", "max_rate_hz", "slop", "diagnostics_period", "warn_period",
+                  "frames.tf_prefix", "frames.camera_frame", "frames.output_frame"})
 
 # Parameters that existed once: a params file that still sets them is told what replaced them.
 REMOVED = {
@@ -172,6 +201,8 @@ class NodeParams:
     use_depth: bool
     depth_proposals: int
     rotation_search: int
+    feature_detection: str
+    exclusion_max_inside: float
     depth_min_valid_fraction: float
     depth_min_valid_in_box: float
     rgb_only_score_scale: float
@@ -317,6 +348,11 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         problems.add("precision", f"{precision!r} must be fp16 or fp32")
         precision = "fp16"
 
+    feature_detection = v["feature_detection"]
+    if feature_detection not in FEATURE_DETECTION_MODES:
+        problems.add("feature_detection", f"{feature_detection!r} must be one of {', '.join(FEATURE_DETECTION_MODES)}")
+        feature_detection = KnownModelConfig.feature_detection
+
     oversize = v["oversize"]
     if oversize not in ("downscale", "refuse"):
         problems.add("oversize", f"{oversize!r} must be downscale or refuse")
@@ -333,6 +369,8 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         use_depth=_as_bool("use_depth", v["use_depth"], problems),
         depth_proposals=_as_int("depth_proposals", v["depth_proposals"], problems),
         rotation_search=_as_int("rotation_search", v["rotation_search"], problems),
+        feature_detection=feature_detection,
+        exclusion_max_inside=_as_float("exclusion_max_inside", v["exclusion_max_inside"], problems),
         depth_min_valid_fraction=_as_float("depth.min_valid_fraction", v["depth.min_valid_fraction"], problems),
         depth_min_valid_in_box=_as_float("depth.min_valid_in_box", v["depth.min_valid_in_box"], problems),
         rgb_only_score_scale=_as_float("depth.rgb_only_score_scale", v["depth.rgb_only_score_scale"], problems),
@@ -377,8 +415,9 @@ def unknown_parameter_problems(names) -> list[tuple[str, str]]:
 
 
 # NodeParams field of each parameter that applies live.
-_FIELDS = {"min_score": "min_score", "tracking.enabled": "tracking_enabled", "tracking.min_health":
-           "tracking_min_health", "tracking.max_lost_frames": "tracking_max_lost_frames",
+_FIELDS = {"min_score": "min_score", "exclusion_max_inside": "exclusion_max_inside",
+           "tracking.enabled": "tracking_enabled", "tracking.min_health": "tracking_min_health",
+           "tracking.max_lost_frames": "tracking_max_lost_frames",
            "depth.min_valid_fraction": "depth_min_valid_fraction", "depth.min_valid_in_box": "depth_min_valid_in_box",
            "depth.rgb_only_score_scale": "rgb_only_score_scale", "max_pixels": "max_pixels", "oversize": "oversize",
            "max_rate_hz": "max_rate_hz", "slop": "slop", "diagnostics_period": "diagnostics_period",

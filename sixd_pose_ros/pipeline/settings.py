@@ -1,0 +1,201 @@
+"""Estimator settings: the one place their defaults are written.
+
+Each default is written once, here: the node's parameter table (ros/params.py, and through it
+config/sixd_pose_node.yaml, which test/test_ros_params.py checks against the table), the CLI's
+options and help, and evaluation read them from these classes, and :func:`estimator_config` is
+the one mapping from named settings to a mode's config (the node's loader and evaluation both
+call it). What both modes share lives in :class:`EstimatorSettings`; each mode's config adds its
+own settings.
+
+Frozen: a running estimator's settings change by replacing the whole config
+(``dataclasses.replace``), never by writing into one another object may share (a default
+instance is shared by every estimator built without a config).
+
+Plain Python, no torch, cv2 or ROS: the node's parameter table and the CLI's parser import this
+module to build, and stay quick to import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sixd_pose_ros.pipeline.tracking import TrackerConfig
+
+__all__ = ["EstimatorSettings", "KnownModelConfig", "ModelFreeConfig", "FEATURE_DETECTION_MODES", "CONFIGS",
+           "estimator_config"]
+
+#: Where places come from with templates (KnownModelConfig.feature_detection).
+FEATURE_DETECTION_MODES = ("without_depth", "always", "off")
+
+
+def _template_grid() -> tuple[int, int]:
+    """TEMPLATE_DEFAULTS' grid, imported when a config is made: objects/templates.py brings cv2
+    and trimesh, which importing this module must not."""
+    from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS
+
+    return TEMPLATE_DEFAULTS[:2]
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """The settings both modes have, with their defaults."""
+
+    # Below it the object is reported absent (no output).
+    min_detection_score: float = 0.3
+    # 0 until a trained refiner improves poses (the shipped CPU one does not: weights/refiner_card.md).
+    refine_iterations: int = 0
+    use_depth: bool = True
+    crop_size: int = 128
+    # The detector sees object sizes of ref_size * 2^-1 .. 2^0.5 (60..170 px); running it on the
+    # image at these scales as well extends that to near objects (x0.5: up to 340 px).
+    detection_scales: tuple[float, ...] = (1.0, 0.5)
+    # With depth: up to this many segments of the depth image that stand off the table and fit
+    # the object's size (pipeline/depth_proposals.py) join the detector's peaks as places to try,
+    # the ones whose crops look most like the object first (known_model: codebook or template
+    # similarity; model_free: the selector's score, metric references only). 0 = off: the
+    # detector's peaks only.
+    depth_proposals: int = 4
+    # With depth: rotations of a coarse grid (pipeline/rotation_search.py) that best fit each
+    # depth segment, tried besides the codebook's hits or the selector's viewpoints (model_free:
+    # objects with a fused surface). 0 = off.
+    rotation_search: int = 6
+    # Hypotheses beyond this many are pre-ranked by a batched projective fit to the depth (no
+    # render, no ICP), and only the best go to depth alignment. 0 = align them all.
+    align_top: int = 16
+    # The search's grid: (icosphere subdivisions, in-plane angles); (1, 12) = 504 rotations.
+    rotation_search_grid: tuple[int, int] = (1, 12)
+    # Off unless asked (each frame on its own, as evaluation over single frames wants); the node
+    # turns it on (parameter tracking.enabled, default TrackerConfig.enabled). See pipeline/tracking.py.
+    tracking: TrackerConfig = field(default_factory=lambda: TrackerConfig(enabled=False))
+    # Inference backend: auto, tensorrt, onnxruntime or torch (engines/backends.py). auto picks
+    # TensorRT on a GPU and ONNX Runtime on the CPU: the faster one, measured side by side with
+    # `sixd-pose bench` (numbers in engines/backends.py).
+    backend: str = "auto"
+    precision: str = "fp16"  # TensorRT only: fp16 or fp32
+    # The image size TensorRT engines are tuned for (other sizes within the detection pyramid's
+    # range run too); ONNX Runtime and torch take any size.
+    image_size: tuple[int, int] = (640, 480)
+
+
+@dataclass(frozen=True)
+class KnownModelConfig(EstimatorSettings):
+    """Settings of the known-model estimator (pipeline/known_model.py)."""
+
+    # With depth: hypotheses tried per object, (detector peaks, codebook hits per place); each is
+    # aligned to the depth and ranked (see similarity_power). RGB-only frames have no such check
+    # and use the best peak's best hit. (1, 1) with depth_proposals = 0 = one hypothesis.
+    hypotheses: tuple[int, int] = (3, 3)
+    # Of the align_top hypotheses, at most this many rotations of one place while other places
+    # have some (depth_ranking._best_per_place); 0 = no limit.
+    align_per_place: int = 0
+    # Hypotheses rank by agreement x explained x similarity**this (the place's best codebook or
+    # template similarity: how much the crop there looks like the object); the projective
+    # pre-ranking (align_top) uses the same power. 0 = depth alone decides. 4 with templates,
+    # chosen on the real YCB-V validation frames (scene 2, first 5 frames, RGB-D ADD-S-0.1d 60 %
+    # at 2, 70 % at 4): on real clutter, depth agreement alone also fits the model to other
+    # objects and to the desk.
+    similarity_power: float = 4.0
+    # Depth segments up to this many diameters across are tried (touching objects merge into
+    # one segment larger than either).
+    max_segment_extent: float = 1.3
+    # Segments larger than the object, up to this many diameters, are also split in 2 and 3
+    # (k-means) into places: touching objects merge into one segment (depth_proposals.py).
+    # Only with templates, whose crops tell the parts apart. 0 = off.
+    split_segments_up_to: float = 3.0
+    # Rotations from templates of frozen pretrained features (objects/templates.py,
+    # pipeline/template_matching.py) instead of the trained codebook, and without depth a pose
+    # from patch correspondences + PnP. False = the codebook (the CPU-trained autoencoder).
+    templates: bool = True
+    # Their grid: (icosphere subdivisions of the directions, in-plane angles); see TEMPLATE_DEFAULTS.
+    template_grid: tuple[int, int] = field(default_factory=_template_grid)
+    # With templates: depth segments (and their parts) cropped and compared per object; the
+    # detector's heat orders them, and the templates' similarity picks depth_proposals of them.
+    template_places: int = 16
+    # Times a template crop is moved to where the templates match best (TemplateMatcher.locate).
+    recentre_rounds: int = 2
+    # PnP pools the matches of this many best templates of a place.
+    pnp_templates: int = 3
+    # With templates, where places come from: the templates correlated over the whole image
+    # (pipeline/feature_detection.py) always ("always", the default), only on frames without
+    # depth and the CPU-trained detector's peaks with depth ("without_depth"), or never ("off").
+    # The trained detector gets nothing right on real frames without depth; with depth, on the
+    # real validation frames (10 frames, 45 instances, with verify_top) ADD-S-0.1d is 73.3 %
+    # either way, and only "always" finds the watering can of the real smoke frame (ADD 0.02 d
+    # against 3.2 d). With correlation places the score is the render contrast at the final
+    # pose (see contrast_gain), which min_detection_score gates.
+    # The image is encoded at scales from feature_scales[0] to [1] (a third of an octave
+    # apart); each object uses those at which it stands within detection_depth_range (meters).
+    feature_detection: str = "always"
+    feature_scales: tuple[float, float] = (0.25, 1.6)
+    detection_depth_range: tuple[float, float] = (0.3, 2.0)
+    # Without depth: rounds of render -> patch matches -> PnP at the chosen pose
+    # (pipeline/feature_refinement.py) at feature_refine_size px crops; 0 = off. Measured on the
+    # real validation frames (27 RGB-only instances, places chosen by PnP inliers): ADD-S-0.1d
+    # 19 % -> 26 % with 3 rounds, at about 1-2 s per object on 2 CPU cores.
+    feature_refine_iterations: int = 3
+    feature_refine_size: int = 448
+    # With depth and templates: the verify_top best hypotheses after depth ranking are rendered
+    # at verify_size px and compared with the image (FeatureRefiner.agreement); the rank times
+    # agreement**verify_power chooses. 0 or 1 = off.
+    verify_top: int = 6
+    verify_power: float = 4.0
+    verify_size: int = 224
+    # With feature detection: below this template similarity at the best place (mean patch
+    # cosine after recentring) the object is reported absent.
+    min_template_score: float = 0.0
+    # With templates the reported score is 1 - exp(-contrast_gain x the render contrast at the
+    # final pose): how much better a render matches the image where the pose puts it than a
+    # quarter of the crop beside (FeatureRefiner.contrast), mapped to 0..1 without reaching 1
+    # (min_score 1 stays "never"). Measured on the real validation
+    # frames (every 4th frame, all 9 objects asked in every frame, with exclusion_max_inside):
+    # with min_detection_score 0.3 (contrast 0.12) 30 of 32 right poses pass, 1 of 13 wrong ones
+    # and 5 of 45 absent objects (at contrast 0.09: 31, 1, 8; the render agreement alone at 0.15:
+    # 31, 3, 10). 0.12 and not 0.09 because of one more real frame: the demo drill asked for in
+    # the cluttered LM-O photo (test/test_absence.py) reaches a contrast of 0.11 with depth.
+    # Without depth an absent textured object in clutter still reaches 0.3 or more: the refiner
+    # has moved it to where it matches best, so RGB-only scores say less.
+    contrast_gain: float = 3.0
+    # Of poses of different objects that fill the same space (more than this fraction of one's
+    # surface inside the other's box), only the best-scoring stays (pipeline/exclusion.py);
+    # 0 = off. Same frames: 34 of 45 absent objects removed, no right pose.
+    exclusion_max_inside: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.feature_detection not in FEATURE_DETECTION_MODES:
+            raise ValueError(f"feature_detection must be one of {', '.join(FEATURE_DETECTION_MODES)}, "
+                             f"got {self.feature_detection!r}")
+
+
+@dataclass(frozen=True)
+class ModelFreeConfig(EstimatorSettings):
+    """Settings of the model-free estimator (pipeline/model_free.py)."""
+
+    # Depth of the object centre behind the median visible surface, in bounding radii: the
+    # visible surface of a convex-ish object lies between 0 and 1 radius in front of the centre.
+    surface_to_center_radii: float = 0.5
+    # With depth and a fused surface: the selector's best viewpoints tried per place.
+    selector_top: int = 3
+
+
+#: The config class of each mode.
+CONFIGS: dict[str, type[EstimatorSettings]] = {"known_model": KnownModelConfig, "model_free": ModelFreeConfig}
+
+
+def estimator_config(mode: str, **settings: Any) -> EstimatorSettings:
+    """The config of ``mode`` with ``settings`` (config field names) over its defaults.
+
+    The one mapping from named settings to a config, for the node's loader and for evaluation:
+    a setting given as None keeps its default, and a setting only the other mode has is ignored
+    (a model-free run told ``feature_detection`` has none), so callers pass what they have
+    without knowing which mode takes what.
+
+    Raises:
+        ValueError: an unknown mode, or a setting no mode has (a typo).
+    """
+    if mode not in CONFIGS:
+        raise ValueError(f"{mode!r} is not a mode; use one of {', '.join(CONFIGS)}")
+    names = {f.name for f in fields(CONFIGS[mode])}
+    unknown = sorted(set(settings) - {f.name for cls in CONFIGS.values() for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"no estimator has the settings {unknown}")
+    return CONFIGS[mode](**{k: v for k, v in settings.items() if v is not None and k in names})
