@@ -182,8 +182,15 @@ def _cmd_build_engines(args: argparse.Namespace) -> None:
     from sixd_pose_ros.engines.build import build_engines
     from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
 
+    from sixd_pose_ros.features.efficientnet import load_patch_backbone
+    from sixd_pose_ros.pipeline.known_model import pretrained_feature_specs
+    from sixd_pose_ros.pipeline.settings import KnownModelConfig
+
+    # The pretrained backbone's graphs as the default known-model estimator runs them, at this image size.
+    backbone_specs = pretrained_feature_specs(load_patch_backbone(), KnownModelConfig(image_size=tuple(args.image)))
     build_engines(args.backend, args.precision, tuple(args.image), Path(args.weights) if args.weights else WEIGHTS_DIR,
-                  args.objects or (), args.cache, progress=not args.no_progress)
+                  args.objects or (), args.cache, progress=not args.no_progress,
+                  extra_specs=list(backbone_specs.values()))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:

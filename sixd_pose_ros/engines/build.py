@@ -2,7 +2,9 @@
 
 A robot should not spend its first minutes after boot building TensorRT engines, so this does
 it beforehand, into the same cache the node reads (``$SIXD_POSE_CACHE`` or
-``~/.cache/sixd_pose_ros/engines``): the detector features, encoder and refiner graphs, plus the
+``~/.cache/sixd_pose_ros/engines``): the pretrained backbone's graphs that the default estimator
+runs (template crops, the whole image at every feature scale, the refiner's and verifier's crop
+pairs; passed in by the CLI), the trained detector features, encoder and refiner graphs, plus the
 correlation head of every object folder given (heads are per object: their reference kernels
 are constants of the graph). Unlike the estimator, a backend asked for here does not fall back:
 a failure is the message to show.
@@ -62,8 +64,13 @@ def engine_specs(weights: Path = WEIGHTS_DIR, image: tuple[int, int] = (640, 480
 
 def build_engines(backend: str = "tensorrt", precision: str = "fp16", image: tuple[int, int] = (640, 480),
                   weights: Path = WEIGHTS_DIR, object_dirs: Sequence[str | Path] = (),
-                  cache: str | Path | None = None, progress: bool = True) -> list[dict]:
+                  cache: str | Path | None = None, progress: bool = True,
+                  extra_specs: Sequence[NetworkSpec] = ()) -> list[dict]:
     """Export (``onnxruntime``) or export and build (``tensorrt``) every graph into the cache.
+
+    ``extra_specs``: graphs the caller knows the estimator runs besides the trained networks
+    (the CLI passes the pretrained backbone's, ``pipeline.known_model.pretrained_feature_specs``:
+    this package's lower layers do not import the pipeline).
 
     Returns one row per graph: name, backend, seconds, and whether it was already cached.
 
@@ -79,7 +86,7 @@ def build_engines(backend: str = "tensorrt", precision: str = "fp16", image: tup
     if chosen.cache is None:
         raise SixdPoseError("the engine cache folder is not writable, so nothing built now would be kept: set "
                             "SIXD_POSE_CACHE to a writable folder")
-    specs = engine_specs(weights, image, object_dirs, device=chosen.device)
+    specs = engine_specs(weights, image, object_dirs, device=chosen.device) + list(extra_specs)
     if not object_dirs:
         LOG.warning("no --objects given: detector heads are per object and are built when the node loads "
                     "each object (pass --objects objects/NAME ... to build them now)")

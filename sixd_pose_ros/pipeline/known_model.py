@@ -42,6 +42,7 @@ import torch
 
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
 from sixd_pose_ros.engines.export import (
+    NetworkSpec,
     detector_features_spec,
     detector_head_spec,
     encoder_spec,
@@ -111,7 +112,7 @@ class _BackendRefiner(torch.nn.Module):
 @dataclass
 class _LoadedObject:
     db: ObjectDatabase
-    det_refs: object  # RefFeatures
+    det_refs: object  # RefFeatures (None when the trained detector is not used)
     refiner_feats: torch.Tensor | None  # (N, C, S/4, S/4) on the backend's device
     surface: SurfaceModel  # the mesh as depth alignment and ranking need it
     det_head: object = None  # Runner: features -> (heatmap_logits, log2_scale, offset)
@@ -120,6 +121,19 @@ class _LoadedObject:
     feature_refiner: FeatureRefiner | None = None  # RGB-only refinement against renders
     verifier: FeatureRefiner | None = None  # render-and-compare of depth-ranked hypotheses, and the score
     shape: ObjectShape | None = None  # surface samples and box: two objects cannot share a place
+
+
+def pretrained_feature_specs(backbone, config: KnownModelConfig) -> dict[str, NetworkSpec]:
+    """The pretrained backbone's graphs an estimator with ``config`` runs: template-sized crops
+    (``templates``), the whole image at the feature scales (``image``, with feature detection),
+    and the refiner's and verifier's crop pairs (``crops``); one ONNX graph with a TensorRT
+    profile each. ``sixd-pose build-engines`` builds the same ones ahead of time."""
+    specs = {"templates": patch_backbone_spec(backbone, TEMPLATE_DEFAULTS[2]),
+             "crops": crop_pair_spec(backbone, (config.feature_refine_size, config.verify_size),
+                                     config.feature_refine_size)}
+    if config.feature_detection != "off":
+        specs["image"] = image_backbone_spec(backbone, config.image_size, image_scales(*config.feature_scales))
+    return specs
 
 
 class _FrameStages:
@@ -160,21 +174,20 @@ class KnownModelEstimator:
         self.tracker = Tracker(config.tracking)
         self.objects: list[_LoadedObject] = []
         scales = tuple(config.detection_scales)
-        self._features = backend.runner(detector_features_spec(detector, config.image_size, scales))
-        self._encoder = backend.runner(encoder_spec(autoencoder))
+        # The trained detector's and the codebook encoder's graphs only where the config uses
+        # them: a runner is exported to ONNX (and on a GPU built into a TensorRT engine, minutes
+        # each) when it is made, and the defaults use neither.
+        uses_detector = not (config.templates and config.feature_detection == "always")
+        self._features = backend.runner(detector_features_spec(detector, config.image_size, scales)) \
+            if uses_detector else None
+        self._encoder = backend.runner(encoder_spec(autoencoder)) if not config.templates else None
         self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self.patch_backbone = load_patch_backbone() if config.templates else None
-        self._patch_runner = backend.runner(patch_backbone_spec(self.patch_backbone, TEMPLATE_DEFAULTS[2])) \
-            if config.templates else None
-        # The whole-image encode and the refiner's and verifier's crop pairs: the same backbone
-        # at other sizes, through the backend too (one ONNX graph, a TensorRT profile each).
-        self._image_runner = backend.runner(image_backbone_spec(
-            self.patch_backbone, config.image_size, image_scales(*config.feature_scales))) \
-            if config.templates and config.feature_detection != "off" else None
-        self._crop_runner = backend.runner(crop_pair_spec(
-            self.patch_backbone, (config.feature_refine_size, config.verify_size), config.feature_refine_size)) \
-            if config.templates else None
+        specs = pretrained_feature_specs(self.patch_backbone, config) if config.templates else {}
+        self._patch_runner = backend.runner(specs["templates"]) if "templates" in specs else None
+        self._image_runner = backend.runner(specs["image"]) if "image" in specs else None
+        self._crop_runner = backend.runner(specs["crops"]) if "crops" in specs else None
         with torch.no_grad():
             grid = search_grid(*config.rotation_search_grid) \
                 if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
@@ -191,9 +204,9 @@ class KnownModelEstimator:
                                      f"autoencoder weights (sixd-pose build-object ... --overwrite)")
                 refs = _images(db.references.images, device)
                 feats = self.refiner.encode_references(refs) if self.refiner is not None else None
-                det_refs = detector.encode_references(refs)
+                det_refs = detector.encode_references(refs) if uses_detector else None
                 head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
-                                                         scales))
+                                                         scales)) if uses_detector else None
                 if db.codebook is not None:
                     db.codebook.to(device)  # codes resident where the pose codes are computed
                 surface = SurfaceModel.from_mesh(db.mesh, db.references.normalization.center, grid)
