@@ -61,7 +61,6 @@ from sixd_pose_ros.models.checkpoint import (
     weights_identity,
 )
 from sixd_pose_ros.models.detector import Detection, initial_translation
-from sixd_pose_ros.models.refiner import RefinerOutput, iterative_refine
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
@@ -92,21 +91,7 @@ from sixd_pose_ros.pipeline.settings import FEATURE_DETECTION_MODES, KnownModelC
 from sixd_pose_ros.pipeline.template_matching import TemplateMatcher, TemplatePose
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
-
-
-class _BackendRefiner(torch.nn.Module):
-    """The refiner as iterative_refine expects it (a module with ``config`` whose parameters give
-    the device, called like VolumeRefiner), its network running through the backend's runner."""
-
-    def __init__(self, refiner, runner) -> None:
-        super().__init__()
-        self.refiner = refiner  # holds the parameters (device, dtype) and the config; not run
-        self.config = refiner.config
-        self.runner = runner
-
-    def forward(self, *inputs: torch.Tensor) -> RefinerOutput:
-        quat, offset, log2_scale = self.runner(*inputs)
-        return RefinerOutput(quat, offset, log2_scale)
+from sixd_pose_ros.pipeline.volume_refinement import BackendRefiner, refine_metric
 
 
 @dataclass
@@ -181,7 +166,7 @@ class KnownModelEstimator:
         self._features = backend.runner(detector_features_spec(detector, config.image_size, scales)) \
             if uses_detector else None
         self._encoder = backend.runner(encoder_spec(autoencoder)) if not config.templates else None
-        self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
+        self._refiner = (BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self.patch_backbone = load_patch_backbone() if config.templates else None
         specs = pretrained_feature_specs(self.patch_backbone, config) if config.templates else {}
@@ -540,25 +525,3 @@ def _surface_depth(depth: np.ndarray, center_xy: np.ndarray, radius_px: float, f
     window = depth[max(0, v - r):min(h, v + r + 1), max(0, u - r):min(w, u + r + 1)]
     valid = window[np.isfinite(window) & (window > 0)]
     return float(np.median(valid)) if valid.size else float(fallback)
-
-
-def refine_metric(refiner, refs, ref_feats: torch.Tensor, norm, frame: Frame, R: np.ndarray, t: np.ndarray,
-                  iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`refine_normalized` on a metric pose: into the references' normalized frame
-    (``norm``) and back. Shared by the known-model and model-free estimators."""
-    R_n, t_n = refine_normalized(refiner, refs, ref_feats, frame, *norm.pose_to_normalized(R, t), iterations)
-    return norm.pose_to_metric(R_n, t_n)
-
-
-def refine_normalized(refiner, refs, ref_feats: torch.Tensor, frame: Frame, R_n: np.ndarray, t_n: np.ndarray,
-                      iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Volume-refiner iterations from a normalized pose with the references nearest to it; the
-    input pose when the crop is degenerate. Shared by the known-model and model-free estimators."""
-    def nearest(R_q, t_q):
-        idx = refs.nearest(R_q, k=refiner.config.n_refs, t_query=t_q)
-        return ref_feats[torch.as_tensor(idx, device=ref_feats.device)], refs.K[idx], refs.R[idx], refs.t[idx]
-
-    try:
-        return iterative_refine(refiner, frame.rgb, frame.K, R_n, t_n, nearest, iterations)
-    except ValueError:
-        return R_n, t_n

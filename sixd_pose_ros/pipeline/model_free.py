@@ -44,11 +44,11 @@ from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_propos
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detector_outputs, heat_near, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
-from sixd_pose_ros.pipeline.known_model import _BackendRefiner, refine_metric, refine_normalized
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.settings import ModelFreeConfig  # noqa: F401 - re-exported
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Frame, ObjectPose, projected_box
+from sixd_pose_ros.pipeline.volume_refinement import BackendRefiner, refine_metric, refine_normalized
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ModelFreeEstimator:
         self.refiner = refiner.to(device).eval() if refiner is not None else None
         scales = tuple(config.detection_scales)
         self._features = backend.runner(detector_features_spec(detector, config.image_size, scales))
-        self._refiner = (_BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
+        self._refiner = (BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self._warned_scale: set[str] = set()
         self.tracker = Tracker(config.tracking)
