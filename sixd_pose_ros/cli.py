@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "each depth segment, tried besides the codebook's hits or the selector's viewpoints (model_free: "
                    f"objects built with depth) (default {est.rotation_search}; 0 = off)")
     p.add_argument("--no-templates", action="store_true", help="known_model: rotations from the trained "
-                   "codebook instead of the pretrained-feature templates (for comparison)")
+                   "codebook instead of the pretrained-feature templates; model_free: places and rotations from "
+                   "the trained detector and selector instead of templates of the reference photos (for comparison)")
     p.add_argument("--feature-detection", choices=FEATURE_DETECTION_MODES, default=None,
                    help=_feature_detection_help("known_model with templates: "))
     p.add_argument("--feature-refine-iterations", type=int, default=None, metavar="N",

@@ -1,5 +1,7 @@
 """Model-free estimator: posed photos in, poses out (plumbing with seeded untrained networks;
-accuracy is the held-out evaluation's job), and the depth / metric-scale logic on exact inputs."""
+accuracy is the held-out evaluation's job), and the depth / metric-scale logic on exact inputs.
+These run the trained detector and selector (``templates=False``); the default, templates of the
+reference photos, is tested in test_model_free_templates.py."""
 from __future__ import annotations
 
 import logging
@@ -56,7 +58,7 @@ def _true_detection(views, i):
 def test_estimates_over_the_whole_pipeline(views, weights, tmp_path):
     db = _database(views, tmp_path)
     with torch_single_thread():
-        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(min_detection_score=0.0),
+        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(min_detection_score=0.0, templates=False),
                                             backend="torch")
         poses = est.estimate(_frame(views, 3))
     assert len(poses) == 1
@@ -69,19 +71,19 @@ def test_estimates_over_the_whole_pipeline(views, weights, tmp_path):
     assert pose.health is not None and 0.0 <= pose.health <= 1.0
     # The refiner runs on the depth's winner, which is then aligned again.
     with torch_single_thread():
-        est.config = ModelFreeConfig(min_detection_score=0.0, refine_iterations=1)
+        est.config = ModelFreeConfig(min_detection_score=0.0, refine_iterations=1, templates=False)
         refined = est.estimate(_frame(views, 3))[0]
     assert {"part/refine", "part/depth"} <= set(refined.stage_ms) and refined.health is not None
     # Without depth proposals the depth image is not segmented (the detector's peak only).
     with torch_single_thread():
-        est.config = ModelFreeConfig(min_detection_score=0.0, depth_proposals=0)
+        est.config = ModelFreeConfig(min_detection_score=0.0, depth_proposals=0, templates=False)
         assert "segment" not in est.estimate(_frame(views, 3))[0].stage_ms
 
 
 def test_depth_puts_the_centre_behind_the_surface(views, weights, tmp_path):
     db = load_model_free_database(_database(views, tmp_path))
     with torch_single_thread():
-        est = ModelFreeEstimator([db], *_networks(weights), config=ModelFreeConfig(), backend="torch")
+        est = ModelFreeEstimator([db], *_networks(weights), config=ModelFreeConfig(templates=False), backend="torch")
     for i in (0, 5, 11):
         det, true_centre = _true_detection(views, i)
         start = true_centre * 1.4  # a detector that misjudged the size by 40 %
@@ -98,7 +100,8 @@ def test_arbitrary_units_need_depth_for_metres(views, weights, tmp_path, caplog)
     db = load_model_free_database(_database(views, tmp_path, units="arbitrary", pose_scale=3.0, depth=False))
     assert not db.metric
     with torch_single_thread():
-        est = ModelFreeEstimator([db], *_networks(weights), config=ModelFreeConfig(min_detection_score=0.0),
+        est = ModelFreeEstimator([db], *_networks(weights),
+                                 config=ModelFreeConfig(min_detection_score=0.0, templates=False),
                                  backend="torch")
         with caplog.at_level(logging.WARNING):
             pose = est.estimate(_frame(views, 2, depth=False))[0]
@@ -125,7 +128,7 @@ def test_objects_with_a_surface_are_tracked(views, weights, tmp_path):
 
     db = _database(views, tmp_path)
     with torch_single_thread():
-        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(min_detection_score=0.0),
+        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(min_detection_score=0.0, templates=False),
                                             backend="torch")
         est.configure_tracking(TrackerConfig(enabled=True, min_health=0.0, min_start_health=0.0))
         first = est.estimate(Frame(views.rgb[3], views.K, views.depth[3].astype(np.float32), stamp_ns=1))[0]
@@ -145,7 +148,7 @@ def test_rviz_shows_the_fused_surface(views, weights, tmp_path):
 
     db = _database(views, tmp_path)
     with torch_single_thread():
-        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(), backend="torch")
+        est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(templates=False), backend="torch")
     (info,) = object_infos(est)
     assert info.mesh_path == db / "mesh.ply" and info.mesh_path.is_file()
     extent = info.bbox_max - info.bbox_min

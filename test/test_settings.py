@@ -48,7 +48,7 @@ def test_evaluation_builds_its_config_through_the_same_mapping():
                                                     feature_detection="off", feature_refine_iterations=1,
                                                     refine_iterations=2)
     mf = ours_config(dataclasses.replace(options, mode="model_free"))  # known-model-only options are ignored
-    assert mf == ModelFreeConfig(depth_proposals=0, refine_iterations=2)
+    assert mf == ModelFreeConfig(depth_proposals=0, refine_iterations=2, templates=False)  # both modes have templates
 
 
 def test_cli_defaults_come_from_the_settings():

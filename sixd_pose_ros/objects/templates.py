@@ -29,10 +29,11 @@ import trimesh
 
 from sixd_pose_ros.io import atomic_output_path
 from sixd_pose_ros.errors import SixdPoseError
+from sixd_pose_ros.geometry.crop_camera import crop_focal
 from sixd_pose_ros.geometry.rotations import inplane_rotation
 from sixd_pose_ros.objects.codebook import mesh_geometry_sha256, rotate_crop
 
-__all__ = ["TemplateSet", "TemplateFormatError", "build_templates", "TEMPLATE_DEFAULTS"]
+__all__ = ["TemplateSet", "TemplateFormatError", "build_templates", "crop_intrinsics", "encode_turned_views", "TEMPLATE_DEFAULTS"]
 
 #: (icosphere subdivisions of the directions, in-plane angles, crop side in pixels).
 #: 162 directions x 12 angles (30 degrees): the coarsest grid whose retrieval error is below what
@@ -59,6 +60,10 @@ class TemplateSet:
         patch_depth: ``(N, G, G)`` float32 depth at the patch centre, normalized units (0 = none).
         backbone: the backbone's identity (``BackboneIdentity.as_dict()``).
         grid_settings: ``(subdivisions, n_inplane)`` it was built with.
+        distances: ``(N,)`` per-template camera distance, or None when all are ``distance``.
+            Templates made from photos (objects/reference_templates.py) keep each photo's own
+            distance: a crop's focal length follows from it, and lifting a patch to a model
+            point with another camera's would bend the points by the perspective difference.
     """
 
     R: np.ndarray
@@ -70,9 +75,17 @@ class TemplateSet:
     patch_depth: np.ndarray
     backbone: dict
     grid_settings: tuple[int, int] = TEMPLATE_DEFAULTS[:2]
+    distances: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.R)
+
+    def camera(self, j: int) -> tuple[np.ndarray, float]:
+        """``(K, distance)`` of template ``j``'s crop camera (``t = (0, 0, distance)``)."""
+        if self.distances is None:
+            return self.K, self.distance
+        d = float(self.distances[j])
+        return crop_intrinsics(d, self.size), d
 
     @property
     def grid(self) -> int:
@@ -80,11 +93,13 @@ class TemplateSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
+        extra = {} if self.distances is None else {"distances": np.asarray(self.distances, np.float64)}
         with atomic_output_path(path, overwrite=True) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, R=self.R, distance=self.distance, K=self.K, size=self.size,
                          features=self.features, patch_mask=self.patch_mask, patch_depth=self.patch_depth,
-                         version=_FORMAT_VERSION, grid_settings=np.asarray(self.grid_settings), **{f"backbone_{k}": v for k, v in self.backbone.items()})
+                         version=_FORMAT_VERSION, grid_settings=np.asarray(self.grid_settings), **extra,
+                         **{f"backbone_{k}": v for k, v in self.backbone.items()})
         return path
 
     @classmethod
@@ -95,7 +110,8 @@ class TemplateSet:
                 version = int(z["version"])
                 backbone = {k[len("backbone_"):]: z[k].item() for k in z.files if k.startswith("backbone_")}
                 ts = cls(z["R"], float(z["distance"]), z["K"], int(z["size"]), z["features"],
-                         z["patch_mask"], z["patch_depth"], backbone, tuple(int(v) for v in z["grid_settings"]))
+                         z["patch_mask"], z["patch_depth"], backbone, tuple(int(v) for v in z["grid_settings"]),
+                         z["distances"] if "distances" in z.files else None)
         except (OSError, KeyError, ValueError) as exc:
             raise TemplateFormatError(f"cannot read the templates {path} ({exc}); rebuild the object with "
                                       "`sixd-pose build-object ... --overwrite`") from exc
@@ -108,6 +124,13 @@ class TemplateSet:
                                       f"({expected_backbone['variant']}, {expected_backbone['weights_sha256'][:12]}); "
                                       "rebuild the object with `sixd-pose build-object ... --overwrite`")
         return ts
+
+
+def crop_intrinsics(distance: float, size: int) -> np.ndarray:
+    """Intrinsics of the ``size`` px crop that the unit sphere at ``distance`` fills."""
+    f = float(crop_focal(distance, 1.0, size))
+    c = 0.5 * (size - 1)
+    return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
 
 
 def _patch_values(images: np.ndarray, grid: int, reduce: str) -> np.ndarray:
@@ -126,8 +149,6 @@ def build_templates(mesh: trimesh.Trimesh, backbone=None, subdivisions: int = TE
     """Render ``mesh`` (meters) from every icosphere direction, turn each view in-plane and encode
     it. ``backbone``: a :class:`~sixd_pose_ros.features.efficientnet.PatchBackbone` (default: the
     shipped EfficientNet-Lite0 block 10)."""
-    from tqdm import tqdm
-
     from sixd_pose_ros.features.efficientnet import load_patch_backbone
     from sixd_pose_ros.geometry.sampling import icosphere_vertices
     from sixd_pose_ros.objects.references import render_references
@@ -135,27 +156,41 @@ def build_templates(mesh: trimesh.Trimesh, backbone=None, subdivisions: int = TE
     backbone = backbone or load_patch_backbone()
     n_dirs = len(icosphere_vertices(subdivisions))
     refs = render_references(mesh, n_views=n_dirs, size=size, subdivisions=subdivisions)
-    K = refs.K[0]
-    grid = size // backbone.stride
+    R, feats, masks, depths = encode_turned_views(refs.images, refs.masks, refs.depth, refs.R, backbone, n_inplane,
+                                                  progress, batch)
+    return TemplateSet(R, float(refs.t[0, 2]), refs.K[0], size, feats, masks, depths, backbone.identity.as_dict(),
+                       (int(subdivisions), int(n_inplane)))
+
+
+def encode_turned_views(images: np.ndarray, masks: np.ndarray, depth: np.ndarray, R: np.ndarray, backbone,
+                        n_inplane: int, progress: bool = True, batch: int = 32):
+    """Every object-centred view ``(N, S, S[, 3])`` turned by ``n_inplane`` angles about its
+    principal point and encoded: ``(R, features, patch_mask, patch_depth)``, ``N x n_inplane``
+    templates, view-major. The one encoding of templates, whether the views are renders of a
+    mesh (:func:`build_templates`) or posed photos (objects/reference_templates.py), so both
+    compare alike with a query crop. ``masks`` bool, ``depth`` normalized units (0 = none)."""
+    from tqdm import tqdm
+
+    grid = images.shape[1] // backbone.stride
     angles = np.arange(n_inplane) * 2 * np.pi / n_inplane
-    R, feats, masks, depths = [], [], [], []
-    bar = tqdm(total=n_dirs * n_inplane, desc="encoding templates", unit="view", disable=not progress)
-    for start in range(0, n_dirs, max(1, batch // n_inplane)):
-        stop = min(n_dirs, start + max(1, batch // n_inplane))
-        images, mask_imgs, depth_imgs = [], [], []
-        for j in range(start, stop):
+    n = len(images)
+    Rs, feats, patch_masks, patch_depths = [], [], [], []
+    bar = tqdm(total=n * n_inplane, desc="encoding templates", unit="view", disable=not progress)
+    step = max(1, batch // n_inplane)
+    for start in range(0, n, step):
+        turned, mask_imgs, depth_imgs = [], [], []
+        for j in range(start, min(n, start + step)):
             for a in angles:  # the codebook's in-plane turn of a crop, about its principal point
-                images.append(rotate_crop(refs.images[j], a))
-                mask_imgs.append(rotate_crop(refs.masks[j].astype(np.float32), a))
-                depth_imgs.append(rotate_crop(refs.depth[j], a, cv2.INTER_NEAREST))
-                R.append(inplane_rotation(a) @ refs.R[j])
-        feats.append(backbone.encode(np.stack(images)).astype(np.float16))
-        masks.append(_patch_values(np.stack(mask_imgs), grid, "mean") > 0.5)
-        depths.append(_patch_values(np.stack(depth_imgs), grid, "centre").astype(np.float32))
-        bar.update(len(images))
+                turned.append(rotate_crop(images[j], a))
+                mask_imgs.append(rotate_crop(masks[j].astype(np.float32), a))
+                depth_imgs.append(rotate_crop(depth[j], a, cv2.INTER_NEAREST))
+                Rs.append(inplane_rotation(a) @ R[j])
+        feats.append(backbone.encode(np.stack(turned)).astype(np.float16))
+        patch_masks.append(_patch_values(np.stack(mask_imgs), grid, "mean") > 0.5)
+        patch_depths.append(_patch_values(np.stack(depth_imgs), grid, "centre").astype(np.float32))
+        bar.update(len(turned))
     bar.close()
-    return TemplateSet(np.stack(R), float(refs.t[0, 2]), K, size, np.concatenate(feats), np.concatenate(masks),
-                       np.concatenate(depths), backbone.identity.as_dict(), (int(subdivisions), int(n_inplane)))
+    return np.stack(Rs), np.concatenate(feats), np.concatenate(patch_masks), np.concatenate(patch_depths)
 
 
 def _cache_file(mesh: trimesh.Trimesh, backbone, grid_settings: tuple[int, int]) -> Path:

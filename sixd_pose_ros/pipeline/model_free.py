@@ -20,6 +20,13 @@ with ICP; the pose then carries a depth ``health``. Without a surface, the selec
 viewpoint is used and the centre is slid to the depth. Objects with a surface are tracked
 (``ModelFreeConfig.tracking``, the node's ``tracking.*``) as in known-model mode; the others run
 detection every frame.
+
+Templates (``ModelFreeConfig.templates``, the default): places and rotations come instead from
+the reference photos encoded by the frozen pretrained backbone, through the known-model template
+stage (pipeline/model_free_templates.py); the depth then chooses among them as above (with the
+template similarity weighing in, as in known-model mode), and without depth PnP on the patch
+matches gives the pose. The trained detector's score gate (``min_detection_score``) does not
+apply there: the reported score is the correlation of the templates at the chosen place.
 """
 from __future__ import annotations
 
@@ -34,16 +41,26 @@ import numpy as np
 import torch
 
 from sixd_pose_ros.engines.backends import InferenceBackend, make_backend
-from sixd_pose_ros.engines.export import detector_features_spec, detector_head_spec, refiner_spec, selector_spec
+from sixd_pose_ros.engines.export import (
+    detector_features_spec,
+    detector_head_spec,
+    patch_backbone_spec,
+    refiner_spec,
+    selector_spec,
+)
+from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.geometry.crop_camera import DegenerateReferenceError, object_centred_camera
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR, load_detector, load_refiner, load_selector
 from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.models.selector import SelectorOutput, decode_selection, initial_rotation, ranked_selections
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase, load_model_free_database
+from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS
 from sixd_pose_ros.pipeline.depth_proposals import segment_depth, segment_proposals
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, choose_by_depth
 from sixd_pose_ros.pipeline.detection import detect_peaks, detection_box, detector_outputs, heat_near, image_pyramid
 from sixd_pose_ros.pipeline.detection import images_to_tensor as _images
+from sixd_pose_ros.pipeline.feature_detection import image_backbone_spec, image_scales
+from sixd_pose_ros.pipeline.model_free_templates import STAGE_SETTINGS, ReferenceTemplateStage, encode_for_stages
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.settings import ModelFreeConfig  # noqa: F401 - re-exported
 from sixd_pose_ros.pipeline.tracking import Tracker, TrackerConfig
@@ -56,11 +73,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Object:
     db: ModelFreeDatabase
-    det_head: object
-    selector: object  # Runner: query crop -> (scores, angle), the object's references baked in
+    det_head: object  # None with templates (not run)
+    selector: object  # Runner: query crop -> (scores, angle), the object's references baked in; None with templates
     selector_R: np.ndarray  # (N, 3, 3) normalized-frame rotations of the selector subset
     refiner_feats: torch.Tensor | None
     surface: SurfaceModel | None = None  # the fused reference depth (metric databases that have it)
+    templates: ReferenceTemplateStage | None = None  # ModelFreeConfig.templates: places and rotations
 
 
 class ModelFreeEstimator:
@@ -78,7 +96,10 @@ class ModelFreeEstimator:
         self.selector = selector.to(device).eval()
         self.refiner = refiner.to(device).eval() if refiner is not None else None
         scales = tuple(config.detection_scales)
-        self._features = backend.runner(detector_features_spec(detector, config.image_size, scales))
+        # Only the graphs this config runs: with templates the trained detector and selector are not
+        # run (each graph is an ONNX export at load, and on a GPU a TensorRT build).
+        self._features = None if config.templates else \
+            backend.runner(detector_features_spec(detector, config.image_size, scales))
         self._refiner = (BackendRefiner(self.refiner, backend.runner(refiner_spec(self.refiner)))
                          if self.refiner is not None else None)
         self._warned_scale: set[str] = set()
@@ -86,21 +107,31 @@ class ModelFreeEstimator:
         self.objects: list[_Object] = []
         grid = search_grid(*config.rotation_search_grid) \
             if config.use_depth and config.rotation_search > 0 else None  # one grid, every object
+        self.patch_backbone = self._patch_runner = self._image_runner = None
+        if config.templates:
+            self.patch_backbone = load_patch_backbone()
+            self._patch_runner = backend.runner(patch_backbone_spec(self.patch_backbone, TEMPLATE_DEFAULTS[2]))
+            self._image_runner = backend.runner(image_backbone_spec(
+                self.patch_backbone, config.image_size, image_scales(*STAGE_SETTINGS.feature_scales)))
         with torch.no_grad():
             for db in databases:
-                det_refs = detector.encode_references(_images(db.detector_references().images, device))
-                head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
-                                                         scales))
                 sel = db.selector_references()
-                sel_refs = self.selector.prepare_references(
-                    _images(sel.images, device), torch.as_tensor(sel.view_directions(), dtype=torch.float32,
-                                                                 device=device))
+                head = runner = None
+                if not config.templates:
+                    det_refs = detector.encode_references(_images(db.detector_references().images, device))
+                    head = backend.runner(detector_head_spec(detector, det_refs.kernels, db.name, config.image_size,
+                                                             scales))
+                    sel_refs = self.selector.prepare_references(
+                        _images(sel.images, device), torch.as_tensor(sel.view_directions(), dtype=torch.float32,
+                                                                     device=device))
+                    runner = backend.runner(selector_spec(self.selector, sel_refs, db.name, config.crop_size))
                 feats = self.refiner.encode_references(_images(db.references.images, device)) \
                     if self.refiner is not None else None
-                runner = backend.runner(selector_spec(self.selector, sel_refs, db.name, config.crop_size))
                 mesh = db.surface_mesh() if config.use_depth and db.metric else None
                 surface = SurfaceModel.from_mesh(mesh, db.normalization.center, grid) if mesh is not None else None
-                self.objects.append(_Object(db, head, runner, np.asarray(sel.R, np.float64), feats, surface))
+                stage = ReferenceTemplateStage(db, self.patch_backbone, self._patch_runner) \
+                    if config.templates else None
+                self.objects.append(_Object(db, head, runner, np.asarray(sel.R, np.float64), feats, surface, stage))
 
     @classmethod
     def from_paths(cls, object_dirs: Sequence[str | Path], weights: str | Path = WEIGHTS_DIR,
@@ -130,16 +161,19 @@ class ModelFreeEstimator:
         shared: dict = {}  # the backbone pyramid and the depth segmentation, computed on first need
 
         def detect(obj: _Object) -> ObjectPose | None:
-            if "pyramid" not in shared:
-                t0 = time.perf_counter()
-                shared["pyramid"] = image_pyramid(self._features, frame.rgb, cfg.detection_scales,
-                                                  self.backend.device)
-                timings["backbone"] = 1000 * (time.perf_counter() - t0)
+            if "segmentation" not in shared:  # the depth segments, shared by every object
                 shared["segmentation"] = None
                 if with_depth and cfg.depth_proposals > 0 and any(o.db.metric for o in self.objects):
                     t0 = time.perf_counter()
                     shared["segmentation"] = segment_depth(frame.depth, K=frame.K)
                     timings["segment"] = 1000 * (time.perf_counter() - t0)
+            if obj.templates is not None:
+                return self._estimate_by_templates(frame, obj, timings, shared)
+            if "pyramid" not in shared:
+                t0 = time.perf_counter()
+                shared["pyramid"] = image_pyramid(self._features, frame.rgb, cfg.detection_scales,
+                                                  self.backend.device)
+                timings["backbone"] = 1000 * (time.perf_counter() - t0)
             return self._estimate_one(frame, shared["pyramid"], obj, timings, shared["segmentation"])
 
         poses = []
@@ -226,12 +260,16 @@ class ModelFreeEstimator:
         # Object-frame origin from its centre; an arbitrary-unit frame is scaled to metres with depth.
         t = center - R_n @ (np.asarray(norm.center, np.float64) * units_to_m)
         R = R_n
+        self._warn_scale(name, metric)
+        return ObjectPose(name, R, t, float(det.score), detection_box(det), metric=metric, stage_ms=dict(timings))
+
+    def _warn_scale(self, name: str, metric: bool) -> None:
+        """Once per object: a pose without metric scale says so."""
         if not metric and name not in self._warned_scale:
             self._warned_scale.add(name)
             log.warning("%s: the references have no metric scale and the frame has no usable depth: "
                         "translation is up to scale (ObjectPose.metric=False); give depth, or rebuild "
                         "the object with depth images or poses in metres", name)
-        return ObjectPose(name, R, t, float(det.score), detection_box(det), metric=metric, stage_ms=dict(timings))
 
     def _select_at(self, frame: Frame, obj: _Object, places: list):
         """Per place ``(detection, centre, segment)`` whose crop camera is defined: the place,
@@ -250,7 +288,7 @@ class ModelFreeEstimator:
                              segmentation) -> ObjectPose | None:
         """Hypotheses from the selector's best viewpoints and the rotation grid at every place,
         chosen and aligned with the depth against the fused surface (metric database)."""
-        cfg, K, name, norm, surface = self.config, frame.K, obj.db.name, obj.db.normalization, obj.surface
+        cfg, name, norm = self.config, obj.db.name, obj.db.normalization
         t1 = time.perf_counter()
         hypotheses: list[Hypothesis] = []
         for det, t_place, segment, vc, scores, angle in self._select_at(frame, obj, places):
@@ -259,16 +297,29 @@ class ModelFreeEstimator:
                 R = vc.R_v.T @ initial_rotation(obj.selector_R[sel.index], sel.inplane)
                 # Depth decides (similarity 1): the selector's scores do not compare across places.
                 hypotheses.append(Hypothesis(R, center - R @ norm.center, det, sel.prob, 1.0))
-            if segment is not None and surface.search is not None and cfg.rotation_search > 0:
-                for R, t, _ in surface.search(segment.points, frame.depth, K, surface.diameter,
-                                              top=cfg.rotation_search):
-                    hypotheses.append(Hypothesis(R, t, det, 0.0, 1.0))
+            hypotheses += self._searched(frame, obj, det, segment, 1.0)
         timings[f"{name}/select"] = 1000 * (time.perf_counter() - t1)
+        return self._choose_on_surface(frame, obj, hypotheses, timings, segmentation, 0.0)
+
+    def _searched(self, frame: Frame, obj: _Object, det, segment, similarity: float) -> list[Hypothesis]:
+        """The rotation grid's best fits to a place's depth segment (none without one)."""
+        cfg, surface = self.config, obj.surface
+        if segment is None or surface.search is None or cfg.rotation_search <= 0:
+            return []
+        return [Hypothesis(R, t, det, 0.0, similarity)
+                for R, t, _ in surface.search(segment.points, frame.depth, frame.K, surface.diameter,
+                                              top=cfg.rotation_search)]
+
+    def _choose_on_surface(self, frame: Frame, obj: _Object, hypotheses: list[Hypothesis], timings: dict,
+                           segmentation, similarity_power: float) -> ObjectPose | None:
+        """The hypothesis the depth supports best against the fused surface, refined (if on) and
+        aligned; ``similarity_power`` as in pipeline/depth_ranking.py."""
+        cfg, name, surface = self.config, obj.db.name, obj.surface
         if not hypotheses:
             return None
         t3 = time.perf_counter()
         chosen, aligned = choose_by_depth(surface, hypotheses, frame, segmentation, align_top=cfg.align_top,
-                                          similarity_power=0.0, tolerance=cfg.tracking.depth_tolerance)
+                                          similarity_power=similarity_power, tolerance=cfg.tracking.depth_tolerance)
         timings[f"{name}/depth"] = 1000 * (time.perf_counter() - t3)
         R, t = aligned.R, aligned.t  # as in known-model mode: the refiner runs on the winner only
         if self._refiner is not None and cfg.refine_iterations > 0:
@@ -281,6 +332,58 @@ class ModelFreeEstimator:
         det = chosen.detection
         return ObjectPose(name, aligned.R, aligned.t, float(det.score), detection_box(det), metric=True,
                           stage_ms=dict(timings), health=float(aligned.agreement))
+
+    def _estimate_by_templates(self, frame: Frame, obj: _Object, timings: dict, shared: dict) -> ObjectPose | None:
+        """Places and rotations from the reference templates (pipeline/model_free_templates.py);
+        with depth and a fused surface the depth chooses among them as in known-model mode,
+        otherwise the best place's PnP pose (or best template) is used, slid to the depth if any."""
+        cfg, name, stage = self.config, obj.db.name, obj.templates
+        segmentation = shared["segmentation"] if obj.db.metric else None  # segments are in metres
+        if "image" not in shared:
+            t0 = time.perf_counter()
+            shared["image"] = encode_for_stages(self.patch_backbone, frame,
+                                                [o.templates for o in self.objects if o.templates is not None],
+                                                self._image_runner)
+            timings["backbone"] = 1000 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        places = stage.places(frame, shared["image"], segmentation)
+        timings[f"{name}/detect"] = 1000 * (time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        located = stage.locate(frame, places, cfg.selector_top)
+        with_depth = cfg.use_depth and frame.depth is not None
+        if obj.surface is not None and with_depth:
+            hypotheses = []
+            for place in located:
+                best = place.found[0].score  # masked patch cosine: comparable across places
+                hypotheses += [Hypothesis(p.R, p.t, place.detection, p.score, best) for p in place.found[:cfg.selector_top]]
+                hypotheses += self._searched(frame, obj, place.detection, place.segment, best)
+            timings[f"{name}/retrieve"] = 1000 * (time.perf_counter() - t1)
+            return self._choose_on_surface(frame, obj, hypotheses, timings, segmentation,
+                                           STAGE_SETTINGS.similarity_power)
+        poses = [(stage.pnp(frame, p) if not with_depth else None, p) for p in located]
+        with_pnp = [(pose, p) for pose, p in poses if pose is not None]
+        if with_pnp:  # the most inliers: the place whose patches agree on one rigid pose
+            pose, place = max(with_pnp, key=lambda pp: pp[0].inliers)
+        elif located:
+            place = max(located, key=lambda p: p.found[0].score)
+            pose = place.found[0]
+        else:
+            return None
+        timings[f"{name}/retrieve"] = 1000 * (time.perf_counter() - t1)
+        norm, det, metric = obj.db.normalization, place.detection, obj.db.metric
+        R, t = pose.R, pose.t
+        if self._refiner is not None and cfg.refine_iterations > 0:
+            t2 = time.perf_counter()
+            R, t = self._refine_metric(frame, obj, R, t)
+            timings[f"{name}/refine"] = 1000 * (time.perf_counter() - t2)
+        center, units_to_m = R @ norm.center + t, 1.0
+        if with_depth:
+            slid = self._slide_to_depth(frame, det, center, norm.scale, metric)
+            if slid is not None:
+                (center, units_to_m), metric = slid, True
+        self._warn_scale(name, metric)
+        return ObjectPose(name, R, center - R @ (norm.center * units_to_m), float(det.score), detection_box(det),
+                          metric=metric, stage_ms=dict(timings))
 
     def _slide_to_depth(self, frame: Frame, det, center: np.ndarray, scale: float, metric: bool):
         """Move the object centre along its viewing ray to sit behind the observed surface.

@@ -177,8 +177,16 @@ class ModelFreeConfig(EstimatorSettings):
     # Depth of the object centre behind the median visible surface, in bounding radii: the
     # visible surface of a convex-ish object lies between 0 and 1 radius in front of the centre.
     surface_to_center_radii: float = 0.5
-    # With depth and a fused surface: the selector's best viewpoints tried per place.
+    # With depth and a fused surface: the selector's best viewpoints (or, with templates, the
+    # best templates) tried per place.
     selector_top: int = 3
+    # Places and rotations from templates of the reference photos encoded by the frozen
+    # pretrained backbone (objects/reference_templates.py, pipeline/model_free_templates.py: the
+    # known-model template stage) instead of the CPU-trained detector and selector (False).
+    # Real YCB-V validation frames, 8 references from each object's own video, 108 instances
+    # (docs/reports/real_val_ycbv/model_free/): RGB-D ADD(-S)-0.1d 17.6 -> 94.4 %, RGB-only
+    # ADD-0.1d 0 -> 31.5 %, at about 3x the CPU time per frame (3.9 -> 11.8 s, 3-6 objects).
+    templates: bool = True
 
 
 #: The config class of each mode.

@@ -168,9 +168,9 @@ class TemplateMatcher:
         cell = ts.size / g
         tu, tv = (ti % g + 0.5) * cell - 0.5, (ti // g + 0.5) * cell - 0.5
         d = ts.patch_depth[j].reshape(-1)[ti]
-        Kt = ts.K
+        Kt, distance = ts.camera(j)
         X_cam = np.stack([(tu - Kt[0, 2]) / Kt[0, 0] * d, (tv - Kt[1, 2]) / Kt[1, 1] * d, d], 1)
-        X_n = (X_cam - np.array([0.0, 0.0, ts.distance])) @ ts.R[j]  # R^T (X - t), row vectors
+        X_n = (X_cam - np.array([0.0, 0.0, distance])) @ ts.R[j]  # R^T (X - t), row vectors
         uv = np.stack([(qi % g + 0.5) * cell - 0.5, (qi // g + 0.5) * cell - 0.5], 1)
         return self.norm.to_metric(X_n), uv
 
