@@ -229,3 +229,13 @@ def silhouette_support(segmentation: DepthSegmentation, model_tree, R: np.ndarra
     """
     under, outside = _labels_under_model(segmentation, model_tree, R, t, K, depth)
     return float(np.sum(under > 0) / (len(under) + outside)) if len(under) else 1.0
+
+
+def surface_depth(depth: np.ndarray, center_xy: np.ndarray, radius_px: float, fallback: float) -> float:
+    """Median valid depth (meters) within ``radius_px`` of a pixel; ``fallback`` without any."""
+    h, w = depth.shape
+    r = max(2, int(radius_px))
+    u, v = int(round(center_xy[0])), int(round(center_xy[1]))
+    window = depth[max(0, v - r):min(h, v + r + 1), max(0, u - r):min(w, u + r + 1)]
+    valid = window[np.isfinite(window) & (window > 0)]
+    return float(np.median(valid)) if valid.size else float(fallback)

@@ -65,7 +65,12 @@ from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
 from sixd_pose_ros.objects.templates import TEMPLATE_DEFAULTS, load_or_build_templates
-from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_depth, segment_proposals
+from sixd_pose_ros.pipeline.depth_proposals import (
+    DepthSegmentation,
+    segment_depth,
+    segment_proposals,
+    surface_depth,
+)
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_by_depth
 from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
 from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner, crop_pair_spec
@@ -421,7 +426,7 @@ class KnownModelEstimator:
             ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
             depth = peak.depth
             if segmentation is not None:  # the measured surface there, half a radius behind it
-                depth = _surface_depth(frame.depth, peak.center_xy, 0.3 * K[0, 0] * obj.kernels.radius / depth,
+                depth = surface_depth(frame.depth, peak.center_xy, 0.3 * K[0, 0] * obj.kernels.radius / depth,
                                        fallback=depth - 0.5 * obj.kernels.radius) + 0.5 * obj.kernels.radius
             centre = ray * (depth / ray[2])
             box = 2.0 * np.sqrt(K[0, 0] * K[1, 1]) * obj.kernels.radius / peak.depth
@@ -515,13 +520,3 @@ class KnownModelEstimator:
         refs = obj.db.references
         return refine_metric(self._refiner, refs, obj.refiner_feats, refs.normalization, frame, R, t,
                              self.config.refine_iterations)
-
-
-def _surface_depth(depth: np.ndarray, center_xy: np.ndarray, radius_px: float, fallback: float) -> float:
-    """Median valid depth (meters) within ``radius_px`` of a pixel; ``fallback`` without any."""
-    h, w = depth.shape
-    r = max(2, int(radius_px))
-    u, v = int(round(center_xy[0])), int(round(center_xy[1]))
-    window = depth[max(0, v - r):min(h, v + r + 1), max(0, u - r):min(w, u + r + 1)]
-    valid = window[np.isfinite(window) & (window > 0)]
-    return float(np.median(valid)) if valid.size else float(fallback)

@@ -25,7 +25,7 @@ import numpy as np
 from sixd_pose_ros.models.detector import Detection
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase
 from sixd_pose_ros.objects.reference_templates import load_or_build_reference_templates
-from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_proposals
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_proposals, surface_depth
 from sixd_pose_ros.pipeline.feature_detection import (
     ImageFeatures,
     ObjectKernels,
@@ -33,7 +33,6 @@ from sixd_pose_ros.pipeline.feature_detection import (
     image_scales,
     peak_fits_depth,
 )
-from sixd_pose_ros.pipeline.known_model import _surface_depth
 from sixd_pose_ros.pipeline.settings import KnownModelConfig
 from sixd_pose_ros.pipeline.template_matching import QueryCrop, TemplateMatcher, TemplatePose
 from sixd_pose_ros.pipeline.types import Frame
@@ -86,7 +85,7 @@ class ReferenceTemplateStage:
         for peak in peaks or kernels.peaks(maps, K, n):  # none on a segment: the plane is no table
             depth = peak.depth
             if segmentation is not None:  # half a radius behind the measured surface there
-                depth = 0.5 * kernels.radius + _surface_depth(
+                depth = 0.5 * kernels.radius + surface_depth(
                     frame.depth, peak.center_xy, 0.3 * K[0, 0] * kernels.radius / depth, depth - 0.5 * kernels.radius)
             ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
             box = 2.0 * focal * kernels.radius / peak.depth
