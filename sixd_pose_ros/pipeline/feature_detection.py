@@ -28,7 +28,8 @@ import torch
 from sixd_pose_ros.engines.backends import Runner
 from sixd_pose_ros.engines.export import NetworkSpec, patch_backbone_dynamic_spec
 from sixd_pose_ros.objects.templates import TemplateSet
-from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation
+from sixd_pose_ros.models.detector import Detection
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegment, DepthSegmentation, SegmentProposal, surface_depth
 
 __all__ = ["FeaturePeak", "ImageFeatures", "ObjectKernels", "encode_image_scales", "image_backbone_spec",
            "image_scales", "peak_fits_depth", "scaled_size"]
@@ -180,6 +181,38 @@ class ObjectKernels:
             if len(kept) == k:
                 break
         return kept
+
+    def peak_places(self, maps: dict, K: np.ndarray, k: int, depth: np.ndarray | None,
+                    segmentation: DepthSegmentation | None) -> list[tuple[Detection, np.ndarray, None]]:
+        """Up to ``k`` peaks as places ``(detection, centre, None)``, the form both estimators
+        try. With depth, peaks count only where :func:`peak_fits_depth` says so (unless none
+        does: then the plane found is no table, a wall, a bin, the object's own face filling the
+        view, and the peaks go unfiltered), and each centre is half a radius behind the measured
+        surface there; without depth, at the distance the template scale says."""
+        peaks = []
+        if segmentation is not None and segmentation.plane is not None:
+            peaks = self.peaks(maps, K, k, lambda p: peak_fits_depth(p, segmentation, depth, K, self.radius))
+        focal = float(np.sqrt(K[0, 0] * K[1, 1]))
+        places = []
+        for peak in peaks or self.peaks(maps, K, k):
+            distance = peak.depth
+            if segmentation is not None:
+                distance = surface_depth(depth, peak.center_xy, 0.3 * K[0, 0] * self.radius / peak.depth,
+                                         fallback=peak.depth - 0.5 * self.radius) + 0.5 * self.radius
+            ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
+            box = 2.0 * focal * self.radius / peak.depth
+            places.append((Detection(peak.center_xy, float(box), peak.score, 0.0, (-1, -1)),
+                           ray * (distance / ray[2]), None))
+        return places
+
+    def segment_places(self, maps: dict, K: np.ndarray, proposals: list[SegmentProposal],
+                       k: int) -> list[tuple[Detection, np.ndarray, DepthSegment]]:
+        """The ``k`` depth-segment proposals the correlation likes best there, as places; each
+        proposal's detection score becomes that correlation."""
+        for prop in proposals:
+            prop.detection.score = self.score_near(maps, K, prop.detection.center_xy, prop.centre[2])
+        best = sorted(proposals, key=lambda p: -p.detection.score)[:k]
+        return [(p.detection, p.centre, p.segment) for p in best]
 
     def score_near(self, maps: dict, K: np.ndarray, center_xy: np.ndarray, depth: float) -> float:
         """The best response within one pooled cell of ``center_xy`` at the scale nearest to what

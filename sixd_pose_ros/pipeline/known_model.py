@@ -60,7 +60,7 @@ from sixd_pose_ros.models.checkpoint import (
     load_refiner,
     weights_identity,
 )
-from sixd_pose_ros.models.detector import Detection, initial_translation
+from sixd_pose_ros.models.detector import initial_translation
 from sixd_pose_ros.objects.codebook import pose_from_hit
 from sixd_pose_ros.features.efficientnet import load_patch_backbone
 from sixd_pose_ros.objects.database import ObjectDatabase, load_object_database
@@ -69,17 +69,14 @@ from sixd_pose_ros.pipeline.depth_proposals import (
     DepthSegmentation,
     segment_depth,
     segment_proposals,
-    surface_depth,
 )
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_by_depth
 from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
 from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner, crop_pair_spec
 from sixd_pose_ros.pipeline.feature_detection import (
-    FeaturePeak,
     ImageFeatures,
     ObjectKernels,
     encode_image_scales,
-    peak_fits_depth,
     image_backbone_spec,
     image_scales,
 )
@@ -414,29 +411,10 @@ class KnownModelEstimator:
         t0 = time.perf_counter()
         maps = obj.kernels.score_maps(image, K, cfg.detection_depth_range)
         n_peaks = cfg.hypotheses[0] if segmentation is not None else cfg.template_places
-        places = []
-        peaks = []
-        if segmentation is not None and segmentation.plane is not None:
-            def accept(peak: FeaturePeak) -> bool:
-                return peak_fits_depth(peak, segmentation, frame.depth, K, obj.kernels.radius)
-            peaks = obj.kernels.peaks(maps, K, n_peaks, accept)
-        # No peak on anything standing off the plane: the plane is no table (a wall, a bin, the
-        # object's own face when it fills the view), so the peaks go unfiltered.
-        for peak in peaks or obj.kernels.peaks(maps, K, n_peaks):
-            ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
-            depth = peak.depth
-            if segmentation is not None:  # the measured surface there, half a radius behind it
-                depth = surface_depth(frame.depth, peak.center_xy, 0.3 * K[0, 0] * obj.kernels.radius / depth,
-                                       fallback=depth - 0.5 * obj.kernels.radius) + 0.5 * obj.kernels.radius
-            centre = ray * (depth / ray[2])
-            box = 2.0 * np.sqrt(K[0, 0] * K[1, 1]) * obj.kernels.radius / peak.depth
-            places.append((Detection(peak.center_xy, float(box), peak.score, 0.0, (-1, -1)), centre, None))
+        places = obj.kernels.peak_places(maps, K, n_peaks, frame.depth, segmentation)
         if segmentation is not None and cfg.depth_proposals > 0:
-            props = self._segment_places(segmentation, obj, K)
-            for prop in props:
-                prop.detection.score = obj.kernels.score_near(maps, K, prop.detection.center_xy, prop.centre[2])
-            props.sort(key=lambda p: -p.detection.score)
-            places += [(p.detection, p.centre, p.segment) for p in props[:cfg.template_places]]
+            places += obj.kernels.segment_places(maps, K, self._segment_places(segmentation, obj, K),
+                                                 cfg.template_places)
         timings[f"{obj.db.name}/detect"] = 1000 * (time.perf_counter() - t0)
         return places
 

@@ -25,13 +25,12 @@ import numpy as np
 from sixd_pose_ros.models.detector import Detection
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase
 from sixd_pose_ros.objects.reference_templates import load_or_build_reference_templates
-from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_proposals, surface_depth
+from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_proposals
 from sixd_pose_ros.pipeline.feature_detection import (
     ImageFeatures,
     ObjectKernels,
     encode_image_scales,
     image_scales,
-    peak_fits_depth,
 )
 from sixd_pose_ros.pipeline.settings import KnownModelConfig
 from sixd_pose_ros.pipeline.template_matching import QueryCrop, TemplateMatcher, TemplatePose
@@ -76,28 +75,11 @@ class ReferenceTemplateStage:
         s, K, kernels = STAGE_SETTINGS, frame.K, self.kernels
         maps = kernels.score_maps(image, K, s.detection_depth_range)
         n = s.hypotheses[0] if segmentation is not None else s.template_places
-        peaks = []
-        if segmentation is not None and segmentation.plane is not None:
-            peaks = kernels.peaks(maps, K, n, lambda p: peak_fits_depth(p, segmentation, frame.depth, K,
-                                                                        kernels.radius))
-        focal = float(np.sqrt(K[0, 0] * K[1, 1]))
-        places = []
-        for peak in peaks or kernels.peaks(maps, K, n):  # none on a segment: the plane is no table
-            depth = peak.depth
-            if segmentation is not None:  # half a radius behind the measured surface there
-                depth = 0.5 * kernels.radius + surface_depth(
-                    frame.depth, peak.center_xy, 0.3 * K[0, 0] * kernels.radius / depth, depth - 0.5 * kernels.radius)
-            ray = np.linalg.solve(K, np.array([*peak.center_xy, 1.0]))
-            box = 2.0 * focal * kernels.radius / peak.depth
-            places.append((Detection(peak.center_xy, float(box), peak.score, 0.0, (-1, -1)), ray * depth / ray[2],
-                           None))
+        places = kernels.peak_places(maps, K, n, frame.depth, segmentation)
         if segmentation is not None and self.db.metric:
             props = segment_proposals(segmentation, self.db.diameter, kernels.radius, K,
                                       size_range=(0.15, s.max_segment_extent), split_up_to=s.split_segments_up_to)
-            for p in props:
-                p.detection.score = kernels.score_near(maps, K, p.detection.center_xy, p.centre[2])
-            props.sort(key=lambda p: -p.detection.score)
-            places += [(p.detection, p.centre, p.segment) for p in props[:s.template_places]]
+            places += kernels.segment_places(maps, K, props, s.template_places)
         return places
 
     def locate(self, frame: Frame, places: list, k: int) -> list[Located]:
