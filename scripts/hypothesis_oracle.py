@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+import sixd_pose_ros.pipeline.estimator as estimator_module
 import sixd_pose_ros.pipeline.known_model as known_model
 from sixd_pose_ros.evaluation.eval_run import EvalOptions, object_name, prepare_objects
 from sixd_pose_ros.evaluation.metrics import has_symmetry
@@ -36,12 +37,12 @@ from sixd_pose_ros.pipeline.types import Frame
 
 def _record_rankings(log: dict) -> None:
     """Make the estimator keep every ranked list (keyed by the surface model it ranked for)."""
-    def choose(model, hypotheses, frame, segmentation, **kwargs):
+    def rank(model, hypotheses, frame, segmentation, **kwargs):
         ranked = rank_by_depth(model, hypotheses, frame, segmentation, **kwargs)
         log[id(model)] = ranked
-        return ranked[0].hypothesis, ranked[0].aligned
+        return ranked
 
-    known_model.choose_by_depth = choose
+    estimator_module.rank_by_depth = rank
 
 
 def main(argv: list[str]) -> None:

@@ -16,8 +16,10 @@ import signal
 import sys
 import time
 
+from sixd_pose_ros.pipeline.types import Estimator
 
-class StandIn:
+
+class StandIn(Estimator):
     """Finds the drill in every frame after 0.1 s (a fast estimator; the transport is under test)."""
 
     def __init__(self, work_s: float = 0.1) -> None:

@@ -14,6 +14,7 @@ from test_posed_images import render_views, write_folder
 
 from sixd_pose_ros.geometry.pinhole import project
 from sixd_pose_ros.objects.model_free_database import build_model_free_database, load_model_free_database
+from sixd_pose_ros.pipeline.depth_slide import slide_to_depth
 from sixd_pose_ros.pipeline.model_free import ModelFreeConfig, ModelFreeEstimator
 from sixd_pose_ros.pipeline.types import Frame
 
@@ -87,7 +88,8 @@ def test_depth_puts_the_centre_behind_the_surface(views, weights, tmp_path):
     for i in (0, 5, 11):
         det, true_centre = _true_detection(views, i)
         start = true_centre * 1.4  # a detector that misjudged the size by 40 %
-        centre, units_to_m = est._slide_to_depth(_frame(views, i), det, start, db.normalization.scale, True)
+        centre, units_to_m = slide_to_depth(_frame(views, i), det, start, db.normalization.scale, True,
+                                            est.config.surface_to_center_radii)
         assert units_to_m == 1.0
         assert abs(centre[2] - true_centre[2]) < 0.35 * db.normalization.scale
         # still on the viewing ray of the detected centre
@@ -109,7 +111,8 @@ def test_arbitrary_units_need_depth_for_metres(views, weights, tmp_path, caplog)
     assert "up to scale" in caplog.text
     det, true_centre = _true_detection(views, 2)
     start = 3.0 * true_centre  # the database unit is 1/3 m: the same centre in its units
-    centre, units_to_m = est._slide_to_depth(_frame(views, 2), det, start, db.normalization.scale, False)
+    centre, units_to_m = slide_to_depth(_frame(views, 2), det, start, db.normalization.scale, False,
+                                        est.config.surface_to_center_radii)
     assert abs(centre[2] / true_centre[2] - 1) < 0.15
     assert abs(units_to_m * 3.0 - 1) < 0.15
 
@@ -144,12 +147,10 @@ def test_objects_with_a_surface_are_tracked(views, weights, tmp_path):
 def test_rviz_shows_the_fused_surface(views, weights, tmp_path):
     """The node's markers: a model-free object with a surface is drawn with it (mesh.ply and its
     box), not with the box around the reference sphere."""
-    from sixd_pose_ros.ros.estimator_loader import object_infos
-
     db = _database(views, tmp_path)
     with torch_single_thread():
         est = ModelFreeEstimator.from_paths([db], weights, ModelFreeConfig(templates=False), backend="torch")
-    (info,) = object_infos(est)
+    (info,) = est.object_infos()
     assert info.mesh_path == db / "mesh.ply" and info.mesh_path.is_file()
     extent = info.bbox_max - info.bbox_min
     np.testing.assert_allclose(extent, views.mesh.extents, rtol=0.1, atol=0.01 * info.diameter)

@@ -32,7 +32,7 @@ from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, Objec
                              ObjectHypothesisWithPose)
 
 from sixd_pose_ros.geometry.rotations import matrix_from_axis_angle  # noqa: E402
-from sixd_pose_ros.pipeline.types import ObjectPose  # noqa: E402
+from sixd_pose_ros.pipeline.types import Estimator, ObjectPose  # noqa: E402
 from sixd_pose_ros.ros.estimator_loader import ObjectInfo  # noqa: E402
 from sixd_pose_ros.ros.image_conversion import array_to_image  # noqa: E402
 from sixd_pose_ros.ros.publishers import detection_array  # noqa: E402
@@ -192,7 +192,7 @@ W, H = 64, 48
 K = np.array([[60.0, 0, 32.0], [0, 60.0, 24.0], [0, 0, 1.0]])
 
 
-class _TwoObjects:
+class _TwoObjects(Estimator):
     """Reports a drill and a mug on frames with an even stamp second, nothing otherwise."""
 
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ from std_msgs.msg import Header  # noqa: E402
 from test_ros_output_frame import stand_in_node  # noqa: E402
 
 from sixd_pose_ros.errors import ErrorKind, SixdPoseError  # noqa: E402
-from sixd_pose_ros.pipeline.types import CameraInfoError, DepthError, FrameError, ObjectPose  # noqa: E402
+from sixd_pose_ros.pipeline.types import CameraInfoError, DepthError, Estimator, FrameError, ObjectPose  # noqa: E402
 from sixd_pose_ros.ros.diagnostics import diagnostic_array  # noqa: E402
 from sixd_pose_ros.ros.frame_checks import OversizeError  # noqa: E402
 from sixd_pose_ros.ros.frames import intrinsics_from_camera_info  # noqa: E402
@@ -60,7 +60,7 @@ def test_the_node_messages_intrinsics_problems_as_camera_info():
         intrinsics_from_camera_info(CameraInfo(width=W // 2, height=H // 2, k=K), W, H)
 
 
-class _Estimator:
+class _Estimator(Estimator):
     """Raises ``error`` when it is set, else finds the drill."""
 
     error: BaseException | None = None

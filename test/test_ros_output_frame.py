@@ -22,7 +22,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from sixd_pose_ros.pipeline.types import ObjectPose  # noqa: E402
+from sixd_pose_ros.pipeline.types import Estimator, ObjectPose  # noqa: E402
 from sixd_pose_ros.ros.estimator_loader import ObjectInfo  # noqa: E402
 from sixd_pose_ros.ros.image_conversion import array_to_image, image_from_compressed  # noqa: E402
 from sixd_pose_ros.ros.launch_support import camera_remappings, remap_arguments  # noqa: E402
@@ -37,7 +37,7 @@ T_CAM = np.array([0.1, 0.0, 0.5])
 OUT = "/of/sixd_pose_node"
 
 
-class _Drill:
+class _Drill(Estimator):
     """Finds the drill at T_CAM in every frame; keeps the frames it was given."""
 
     def __init__(self):

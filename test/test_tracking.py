@@ -261,11 +261,12 @@ def test_each_object_takes_its_own_path(estimator, monkeypatch):
     twin = dataclasses.replace(drill, db=dataclasses.replace(drill.db, name="twin"))  # same mesh, not tracked
     monkeypatch.setattr(est, "objects", [drill, twin])
     detected, backbone = [], []
-    # Detection asks the frame's shared stages for the detector's pyramid, as _estimate_one does
-    # on first need: once per frame, however many objects detect.
-    monkeypatch.setattr(est, "_estimate_one", lambda frame, stages, obj, timings, segmentation=None:
-                        (stages.pyramid(), stages.pyramid(), detected.append(obj.db.name))[-1])
-    monkeypatch.setattr(est, "_pyramid", lambda frame, timings: backbone.append(1) or [])
+    # Detection asks the frame's shared stages for the detector's pyramid on first need: once
+    # per frame, however many objects detect.
+    pyramid = lambda: backbone.append(1) or []  # noqa: E731
+    monkeypatch.setattr(est, "_estimate_one", lambda frame, stages, obj, timings:
+                        (stages.once("pyramid", pyramid), stages.once("pyramid", pyramid),
+                         detected.append(obj.db.name))[-1])
     gt = scene.pose(2.0, 0.005)
     _seed(est, scene, scene.pose(0.0, 0.0))
     poses = est.estimate(scene.frame(gt, 33 * MS))
@@ -284,9 +285,10 @@ def test_node_hands_tracking_parameters_to_the_estimator_and_reset_ends_tracks(t
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
+    from sixd_pose_ros.pipeline.types import Estimator as EstimatorProtocol
     from sixd_pose_ros.ros.node import SUCCESS, SixdPoseNode
 
-    class Estimator:
+    class Estimator(EstimatorProtocol):
         tracking, resets = None, 0
 
         def configure_tracking(self, config):

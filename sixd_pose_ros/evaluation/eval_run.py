@@ -262,11 +262,10 @@ def ours_config(options: EvalOptions) -> EstimatorSettings:
 def make_estimators(models: Sequence[ObjectModel], options: EvalOptions) -> dict[str, Any]:
     """``{method: Estimator}``: ours first, then the requested peers."""
     dirs = [m.database for m in models]
-    if options.mode == "model_free":
-        from sixd_pose_ros.pipeline.model_free import ModelFreeEstimator as Estimator
-    else:
-        from sixd_pose_ros.pipeline.known_model import KnownModelEstimator as Estimator
-    ours = Estimator.from_paths(dirs, options.weights, config=ours_config(options), backend=options.backend)
+    from sixd_pose_ros.pipeline.estimator import estimator_class
+
+    ours = estimator_class(options.mode).from_paths(dirs, options.weights, config=ours_config(options),
+                                                    backend=options.backend)
     estimators: dict[str, Any] = {OURS: ours}
     for peer in options.peers:
         estimators[peer] = _PeerSet(peer, models)

@@ -80,6 +80,16 @@ class Ranked:
     aligned: DepthAlignment
 
 
+def searched_hypotheses(model: SurfaceModel, frame: Frame, detection, segment, top: int, similarity: float,
+                        place_similarity: float) -> list[Hypothesis]:
+    """The rotation grid's ``top`` best fits to a place's depth segment (none without a segment,
+    a grid, or with ``top`` 0), as hypotheses of that place."""
+    if segment is None or model.search is None or top <= 0:
+        return []
+    return [Hypothesis(R, t, detection, similarity, place_similarity)
+            for R, t, _ in model.search(segment.points, frame.depth, frame.K, model.diameter, top=top)]
+
+
 def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
                   segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
                   tolerance: tuple[float, float], per_place: int = 0) -> list[Ranked]:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from sixd_pose_ros.models.detector import Detection, DetectorOutput, decode_topk
+from sixd_pose_ros.models.detector import Detection, DetectorOutput, decode_topk, initial_translation
 
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -70,6 +70,16 @@ def detect_peaks(outputs: list, ref_size: float, k: int = 1) -> list[Detection]:
         if len(kept) == k:
             break
     return kept
+
+
+def peak_places(detector, pyramid: list, head, K: np.ndarray, scale: float, k: int,
+                min_score: float) -> tuple[list, list]:
+    """The detector's ``k`` best peaks that reach ``min_score`` as places ``(detection, centre,
+    None)`` (the centre from the box size, ``scale`` units per normalized unit), and the
+    detector's outputs (its heat elsewhere: :func:`heat_near`)."""
+    outputs = detector_outputs(pyramid, head, detector.cfg.stride)
+    dets = [d for d in detect_peaks(outputs, detector.cfg.ref_size, k) if d.score >= min_score]
+    return [(d, scale * initial_translation(d.center_xy, d.box_size, K), None) for d in dets], outputs
 
 
 def heat_near(outputs: list, center_xy: np.ndarray, radius_px: float = 0.0) -> float:

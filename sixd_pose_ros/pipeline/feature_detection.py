@@ -96,6 +96,16 @@ def encode_image_scales(backbone, rgb: np.ndarray, scales: list[float], runner: 
     return ImageFeatures(maps, (h, w))
 
 
+def encode_for_kernels(backbone, rgb: np.ndarray, K: np.ndarray, kernels: list["ObjectKernels"],
+                       feature_scales: tuple[float, float], depth_range: tuple[float, float],
+                       runner: Runner | None = None) -> ImageFeatures:
+    """The image at every scale (of ``image_scales(*feature_scales)``) at which some object's
+    kernels find it within ``depth_range``: one backbone pass per scale for all objects."""
+    every = image_scales(*feature_scales)
+    scales = {s for k in kernels for s in k.scales_in_range(every, K, depth_range)}
+    return encode_image_scales(backbone, rgb, sorted(scales) or [every[-1]], runner)
+
+
 class ObjectKernels:
     """One object's templates as correlation kernels, and the peaks they find in an image."""
 

@@ -20,23 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from sixd_pose_ros.models.detector import Detection
 from sixd_pose_ros.objects.model_free_database import ModelFreeDatabase
 from sixd_pose_ros.objects.reference_templates import load_or_build_reference_templates
 from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_proposals
-from sixd_pose_ros.pipeline.feature_detection import (
-    ImageFeatures,
-    ObjectKernels,
-    encode_image_scales,
-    image_scales,
-)
+from sixd_pose_ros.pipeline.feature_detection import ImageFeatures, ObjectKernels
 from sixd_pose_ros.pipeline.settings import KnownModelConfig
 from sixd_pose_ros.pipeline.template_matching import QueryCrop, TemplateMatcher, TemplatePose
 from sixd_pose_ros.pipeline.types import Frame
 
-__all__ = ["STAGE_SETTINGS", "Located", "ReferenceTemplateStage", "encode_for_stages"]
+__all__ = ["STAGE_SETTINGS", "Located", "ReferenceTemplateStage"]
 
 #: The template stage's settings: known-model mode's defaults, where they were measured.
 STAGE_SETTINGS = KnownModelConfig()
@@ -62,11 +55,6 @@ class ReferenceTemplateStage:
         self.matcher = TemplateMatcher(templates, db.normalization, backbone, runner)
         self.kernels = ObjectKernels(templates, db.normalization.scale)
         self.has_points = bool((templates.patch_depth > 0).any())  # reference depth: PnP can lift matches
-
-    def scales(self, K: np.ndarray) -> list[float]:
-        """The image scales this object needs (see ``ObjectKernels.scales_in_range``)."""
-        s = STAGE_SETTINGS
-        return self.kernels.scales_in_range(image_scales(*s.feature_scales), K, s.detection_depth_range)
 
     def places(self, frame: Frame, image: ImageFeatures, segmentation: DepthSegmentation | None) -> list:
         """``(detection, centre, segment)``: correlation peaks (best first), then the depth
@@ -96,9 +84,3 @@ class ReferenceTemplateStage:
             return None
         return self.matcher.pnp(place.query, frame.K, [p.template for p in place.found[:STAGE_SETTINGS.pnp_templates]])
 
-
-def encode_for_stages(backbone, frame: Frame, stages: list[ReferenceTemplateStage], runner=None) -> ImageFeatures:
-    """The image's patch features at every scale some object needs (one backbone pass per scale)."""
-    scales = sorted({sc for st in stages for sc in st.scales(frame.K)})
-    every = image_scales(*STAGE_SETTINGS.feature_scales)
-    return encode_image_scales(backbone, frame.rgb, scales or [every[-1]], runner)

@@ -13,6 +13,9 @@ from typing import Protocol
 import numpy as np
 
 from sixd_pose_ros.errors import ErrorKind, SixdPoseError
+from sixd_pose_ros.pipeline.object_info import ObjectInfo
+from sixd_pose_ros.pipeline.settings import EstimatorSettings
+from sixd_pose_ros.pipeline.tracking import TrackerConfig
 
 # A depth image whose valid median exceeds this is almost surely millimetres read as meters.
 MAX_PLAUSIBLE_DEPTH_M = 20.0
@@ -126,9 +129,27 @@ class ObjectPose:
 
 
 class Estimator(Protocol):
-    """What the node and the evaluation call; known-model and model-free estimators implement it."""
+    """Everything the node and the evaluation call on an estimator (pipeline/estimator.py's
+    PoseEstimator implements it for every mode). A class that subclasses it explicitly inherits
+    the defaults below: an estimator without objects to describe, settings or tracks."""
 
-    def estimate(self, frame: Frame) -> list[ObjectPose]: ...
+    #: The settings the estimator runs with; the node replaces it for live parameter changes
+    #: (None: an estimator without such settings).
+    config: EstimatorSettings | None = None
+
+    def estimate(self, frame: Frame) -> list[ObjectPose]:
+        """The poses of the objects found in ``frame``."""
+        raise NotImplementedError
+
+    def object_infos(self) -> list[ObjectInfo]:
+        """Name, mesh and box of each object the estimator looks for."""
+        return []
+
+    def configure_tracking(self, config: TrackerConfig) -> None:
+        """Replace the tracking settings; every track ends."""
+
+    def reset_tracking(self, name: str | None = None) -> None:
+        """End the track of one object (or of all): its next frame runs full detection."""
 
 
 def projected_box(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:

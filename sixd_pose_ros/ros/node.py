@@ -53,7 +53,7 @@ from std_srvs.srv import Trigger
 
 from sixd_pose_ros.errors import SixdPoseError
 from sixd_pose_ros.pipeline.settings import EstimatorSettings
-from sixd_pose_ros.pipeline.types import FrameError
+from sixd_pose_ros.pipeline.types import Estimator, FrameError
 from sixd_pose_ros.ros.diagnostics import PipelineStats, diagnostic_array
 from sixd_pose_ros.ros.estimator_loader import SETTINGS_OF_PARAMS, load_estimator, tracker_config, \
     with_live_settings
@@ -116,7 +116,7 @@ class SixdPoseNode(_BaseNode):
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self._estimator_factory = estimator_factory or load_estimator
         self.params = None
-        self.estimator = None
+        self.estimator: Estimator | None = None
         self.infos = []
         self.outputs: OutputPublishers | None = None
         self.stats = PipelineStats()
@@ -181,9 +181,7 @@ class SixdPoseNode(_BaseNode):
     def _configure_tracking(self) -> None:
         """Hand the tracking.* parameters to an estimator that tracks (known-model, and model-free
         objects with a fused surface)."""
-        configure = getattr(self.estimator, "configure_tracking", None)
-        if configure is not None:
-            configure(tracker_config(self.params))
+        self.estimator.configure_tracking(tracker_config(self.params))
 
     def _configure_failed(self, message: str) -> TransitionCallbackReturn:
         self.configure_error = message
@@ -537,11 +535,11 @@ class SixdPoseNode(_BaseNode):
 
     def _apply_live(self, changes: dict) -> None:
         p = self.params
-        if changes.keys() & SETTINGS_OF_PARAMS.keys():
-            config = getattr(self.estimator, "config", None)
+        if changes.keys() & SETTINGS_OF_PARAMS.keys() and self.estimator is not None:
+            config = self.estimator.config
             if isinstance(config, EstimatorSettings):
                 self.estimator.config = with_live_settings(config, p, set(changes))
-        if any(k.startswith("tracking_") for k in changes):
+        if any(k.startswith("tracking_") for k in changes) and self.estimator is not None:
             self._configure_tracking()
         worker, sync = self._worker, self._sync
         if "max_rate_hz" in changes and worker is not None:
@@ -619,9 +617,8 @@ class SixdPoseNode(_BaseNode):
             self._sync.reset()
         if self._worker is not None:
             self._worker.clear()
-        reset_tracking = getattr(self.estimator, "reset_tracking", None)
-        if reset_tracking is not None:
-            reset_tracking()  # every object's next frame runs full detection
+        if self.estimator is not None:
+            self.estimator.reset_tracking()  # every object's next frame runs full detection
         self.stats.reset()
         self._warned.clear()
         response.success = True
