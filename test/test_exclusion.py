@@ -41,3 +41,4 @@ def test_a_small_object_inside_a_large_one_goes_whichever_scores_better():
     # Objects without a shape, and poses without metric scale, are never dropped.
     unknown = [_pose("box", [0, 0, 0.6], 0.9), _pose("mug", [0, 0, 0.6], 0.5)]
     assert len(exclude_overlaps(unknown, shapes, 0.25)) == 2
+

@@ -87,6 +87,21 @@ def test_reset_falls_back_to_detection_and_discards_updates_in_flight():
     assert tr.wants_detection("a", 66 * MS) and tr.wants_detection("b", 66 * MS)
 
 
+def test_a_detection_taken_back_starts_no_track():
+    # The exclusion drops a detection after the tracker saw it (another object holds its place):
+    # that pose must not be tracked from the next frame on.
+    tr = Tracker()
+    epoch = tr.epoch
+    tr.update("a", _pose("a"), 0.9, 0, epoch=epoch)
+    tr.update("b", _pose("b"), 0.9, 0, epoch=epoch)
+    tr.withdraw("a", epoch=epoch)
+    assert tr.wants_detection("a", 33 * MS) and not tr.wants_detection("b", 33 * MS)
+    tr.reset()  # a frame from before a reset takes nothing back
+    tr.update("b", _pose("b"), 0.9, 66 * MS)
+    tr.withdraw("b", epoch=epoch)
+    assert not tr.wants_detection("b", 99 * MS)
+
+
 def test_objects_are_tracked_independently():
     tr = Tracker(TrackerConfig(max_lost_frames=1))
     tr.update("a", _pose("a"), 0.9, 0)

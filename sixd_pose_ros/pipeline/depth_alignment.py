@@ -46,6 +46,21 @@ class DepthAlignment:
     # Fraction (0..1) of the visible model surface at the returned pose that the observed depth
     # confirms (see the module docstring); 0 when rejected or without enough measurements.
     agreement: float = 0.0
+    # Fraction where the observed depth lies in front of the model (something occludes it); the
+    # rest, 1 - agreement - occluded, has depth behind the model: space the object would fill is
+    # seen through, which no occluder explains.
+    occluded: float = 0.0
+
+    def visible_agreement(self, occlusion_weight: float) -> float:
+        """The agreement with occluded points counted ``occlusion_weight`` (1: as disagreement,
+        as ``agreement`` does; 0: not at all, so only seen-through space counts against).
+
+        Why: on real YCB-V the wood block at its true pose, a banana in front and a box on
+        top, agrees 0.60 with 0.36 occluded and 0.04 seen through; its chosen wrong pose agrees
+        0.64 with 0.04 occluded and 0.32 seen through. Right poses were seen through at most 0.08
+        (a mug turned 0.25), fitted absent objects 0.08-0.34."""
+        seen = 1.0 - (1.0 - occlusion_weight) * self.occluded
+        return self.agreement / seen if seen > 0 else 0.0
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +74,18 @@ def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def depth_agreement(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.ndarray, R_to: np.ndarray,
                     t_to: np.ndarray, depth: np.ndarray, K: np.ndarray, *, tol_m: float = 0.02,
                     tol_fraction: float = 0.02, min_measured: float = 0.25, max_points: int = 3000) -> float:
-    """Fraction of the visible model surface at pose (R_to, t_to) that the observed depth confirms.
+    """Fraction of the visible model surface at pose (R_to, t_to) that the observed depth confirms
+    (the first of :func:`depth_consistency`)."""
+    return depth_consistency(rendered_depth, R_from, t_from, R_to, t_to, depth, K, tol_m=tol_m,
+                             tol_fraction=tol_fraction, min_measured=min_measured, max_points=max_points)[0]
+
+
+def depth_consistency(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.ndarray, R_to: np.ndarray,
+                      t_to: np.ndarray, depth: np.ndarray, K: np.ndarray, *, tol_m: float = 0.02,
+                      tol_fraction: float = 0.02, min_measured: float = 0.25,
+                      max_points: int = 3000) -> tuple[float, float]:
+    """(agreement, occluded): fractions of the visible model surface at pose (R_to, t_to) whose
+    observed depth confirms it, and whose observed depth lies in front of it.
 
     Args:
         rendered_depth: (H, W) meters, the model rendered at (R_from, t_from) (0 = background).
@@ -70,11 +96,11 @@ def depth_agreement(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.n
         tol_m, tol_fraction: a point agrees when |observed - model| <= max(tol_m, tol_fraction * z).
         min_measured: below this fraction of points with a measurement the answer is 0.
     Returns:
-        agreement in [0, 1].
+        (agreement, occluded), each in [0, 1]; (0, 0) with too few measurements.
     """
     v, u = np.nonzero(rendered_depth > 0)
     if len(v) < 30:
-        return 0.0
+        return 0.0, 0.0
     if len(v) > max_points:
         keep = np.linspace(0, len(v) - 1, max_points).astype(np.int64)
         v, u = v[keep], u[keep]
@@ -85,9 +111,10 @@ def depth_agreement(rendered_depth: np.ndarray, R_from: np.ndarray, t_from: np.n
     zm, inside, observed = depth_at_projections(moved, np.ones(len(moved), bool), depth, K)
     measured = inside & (observed > 0)
     if measured.sum() < max(30, min_measured * len(z)):
-        return 0.0
+        return 0.0, 0.0
     tol = np.maximum(tol_m, tol_fraction * zm[measured])
-    return float(np.mean(np.abs(observed[measured] - zm[measured]) <= tol))
+    residual = observed[measured] - zm[measured]
+    return float(np.mean(np.abs(residual) <= tol)), float(np.mean(residual < -tol))
 
 
 def align_to_depth(mesh: RenderMesh, model_points: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -116,8 +143,9 @@ def align_to_depth(mesh: RenderMesh, model_points: np.ndarray, R: np.ndarray, t:
     alignment, rendered_depth = _align(mesh, model_points, R, t, depth_w, K_w, diameter, icp_iters,
                                        max_move_fraction, trim, icp, robust_fraction)
     if rendered_depth is not None and alignment.accepted:
-        alignment.agreement = depth_agreement(rendered_depth, R, t, alignment.R, alignment.t, depth_w, K_w,
-                                              tol_m=agreement_tol[0], tol_fraction=agreement_tol[1])
+        alignment.agreement, alignment.occluded = depth_consistency(
+            rendered_depth, R, t, alignment.R, alignment.t, depth_w, K_w, tol_m=agreement_tol[0],
+            tol_fraction=agreement_tol[1])
     return alignment
 
 

@@ -92,12 +92,14 @@ def searched_hypotheses(model: SurfaceModel, frame: Frame, detection, segment, t
 
 def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
                   segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
-                  tolerance: tuple[float, float], per_place: int = 0) -> list[Ranked]:
+                  tolerance: tuple[float, float], per_place: int = 0,
+                  occlusion_weight: float = 1.0) -> list[Ranked]:
     """Every hypothesis that reached alignment, best first (ties keep the input order).
 
     Beyond ``align_top`` hypotheses, a batched projective fit x place_similarity**power (x the
     support below) keeps the best ``align_top`` (0 = align them all), at most ``per_place`` of
-    one place while other places have some (0 = no such limit). Each is then ranked by agreement x
+    one place while other places have some (0 = no such limit). Each is then ranked by its depth agreement (occluded surface counted
+    ``occlusion_weight``, see ``DepthAlignment.visible_agreement``) x
     place_similarity**power x max(0.05, explained): *explained* is the fraction of the segment
     under the object that the posed model accounts for (without it a small object lying on a big
     one wins); floored, so that without a segment (no table found, flat or tiny objects)
@@ -118,7 +120,7 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     ranked = []
     for hyp in hypotheses:
         aligned = model.align(frame, hyp.R, hyp.t, tolerance, quick=True)
-        rank = aligned.agreement * max(hyp.place_similarity, 0.0) ** similarity_power
+        rank = aligned.visible_agreement(occlusion_weight) * max(hyp.place_similarity, 0.0) ** similarity_power
         if segmentation is not None and aligned.agreement > 0:
             rank *= max(0.05, segment_explained(segmentation, model.tree, aligned.R, aligned.t, frame.K,
                                                 model.diameter))

@@ -70,6 +70,7 @@ class Proposal:
     # The reported score is the render contrast (objects with a verifier): gate it with
     # min_detection_score (the proposer's places did not decide that the object is there).
     gate_on_contrast: bool = False
+    occlusion_weight: float = 1.0  # see rank_by_depth
 
 
 class Proposer(Protocol):
@@ -192,7 +193,12 @@ class PoseEstimator(Estimator):
         shapes = {o.db.name: o.shape for o in self.objects if o.shape is not None}
         if not shapes:
             return results
-        return exclude_overlaps(results, shapes, self.proposer.overlap_limit(self.config))
+        kept = exclude_overlaps(results, shapes, self.proposer.overlap_limit(self.config))
+        survivors = {id(p) for p in kept}
+        for pose in results:  # a detection the exclusion dropped must not go on as a track
+            if id(pose) not in survivors and not pose.tracked:
+                tracker.withdraw(pose.name, epoch=epoch)
+        return kept
 
     def _track_one(self, frame: Frame, obj: LoadedObject, track: ObjectTrack, timings: dict) -> ObjectPose:
         """One tracking step from the track's pose: refiner (if on), then depth alignment."""
@@ -250,7 +256,7 @@ class PoseEstimator(Estimator):
             t3 = time.perf_counter()
             ranked = rank_by_depth(obj.surface, hypotheses, frame, stages.segmentation(), align_top=cfg.align_top,
                                    similarity_power=proposal.similarity_power, tolerance=cfg.tracking.depth_tolerance,
-                                   per_place=proposal.per_place)
+                                   per_place=proposal.per_place, occlusion_weight=proposal.occlusion_weight)
             best = ranked[0]
             if obj.verifier is not None and cfg.verify_top > 1 and len(ranked) > 1:
                 # The depth's ranks of the leaders are often within a few percent of each other

@@ -56,14 +56,22 @@ class ObjectShape:
         return float(np.mean(np.all(np.abs(in_box) <= BOX_SHRINK * other.box_half_extents, axis=1)))
 
 
+def collide(shape: ObjectShape, R: np.ndarray, t: np.ndarray, other_shape: ObjectShape, R_other: np.ndarray,
+            t_other: np.ndarray, max_inside: float) -> bool:
+    """Whether two posed objects would fill one space: more than ``max_inside`` of either's
+    surface inside the other's shrunk box (a small object wrongly fitted into a large one, or a
+    large one around a small one)."""
+    return max(shape.inside_fraction(R, t, other_shape, R_other, t_other),
+               other_shape.inside_fraction(R_other, t_other, shape, R, t)) > max_inside
+
+
 def exclude_overlaps(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectShape],
                      max_inside: float) -> list[ObjectPose]:
     """``poses`` without those that share their place with a better-scoring pose of another object.
 
-    Visited best score first; a pose is dropped when more than ``max_inside`` of its surface lies
-    inside a kept pose's shrunk box, or of the kept one's surface inside its own (a small object
-    wrongly fitted into a large one, or a large one around a small one). Poses of objects without
-    a shape, or without metric scale, are kept; the input order is kept. ``max_inside`` <= 0: off.
+    Visited best score first; a pose is dropped when it collides (:func:`collide`) with a kept
+    pose. Poses of objects without a shape, or without metric scale, are kept; the input order is
+    kept. ``max_inside`` <= 0: off.
     """
     if max_inside <= 0 or len(poses) < 2:
         return list(poses)
@@ -74,12 +82,8 @@ def exclude_overlaps(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectSha
         shape = shapes.get(pose.name)
         if shape is None or not pose.metric:
             continue
-        for other in kept:
-            other_shape = shapes[other.name]
-            if max(shape.inside_fraction(pose.R, pose.t, other_shape, other.R, other.t),
-                   other_shape.inside_fraction(other.R, other.t, shape, pose.R, pose.t)) > max_inside:
-                keep[i] = False
-                break
+        if any(collide(shape, pose.R, pose.t, shapes[other.name], other.R, other.t, max_inside) for other in kept):
+            keep[i] = False
         else:
             kept.append(pose)
     return [pose for pose, k in zip(poses, keep) if k]

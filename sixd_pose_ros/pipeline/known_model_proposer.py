@@ -145,7 +145,7 @@ class KnownModelProposer(Proposer):
                                               place_sim, place_sim)  # the place's look
         timings[f"{obj.db.name}/retrieve"] = 1000 * (time.perf_counter() - t1)
         return Proposal(hypotheses, cfg.similarity_power, cfg.align_per_place, rank_alone=False,
-                        gate_on_contrast=by_features)
+                        gate_on_contrast=by_features, occlusion_weight=cfg.occlusion_weight)
 
     def _detector_places(self, est: PoseEstimator, frame: Frame, stages: FrameStages, obj: LoadedObject,
                          timings: dict, segmentation: DepthSegmentation | None, n_peaks: int) -> list:

@@ -163,6 +163,9 @@ class KnownModelConfig(EstimatorSettings):
     # surface inside the other's box), only the best-scoring stays (pipeline/exclusion.py);
     # 0 = off. Same frames, gate off: 35 of 45 absent objects removed, no right pose.
     exclusion_max_inside: float = 0.25
+    # In the depth ranking, how much a surface point with something in front of it counts against
+    # a pose (1: as much as a point the depth contradicts; DepthAlignment.visible_agreement).
+    occlusion_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if self.feature_detection not in FEATURE_DETECTION_MODES:

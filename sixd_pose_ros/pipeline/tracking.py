@@ -190,6 +190,13 @@ class Tracker:
         self.update(name, pose, pose.health if pose is not None else None, stamp_ns, epoch=epoch)
         return pose
 
+    def withdraw(self, name: str, *, epoch: int | None = None) -> None:
+        """Take back this frame's detection of ``name``: a later stage (the exclusion of poses
+        that share a place) dropped it after ``update`` may have started a track from it."""
+        with self._lock:
+            if epoch is None or epoch == self._epoch:
+                self._tracks.pop(name, None)
+
     def reset(self, name: str | None = None) -> None:
         """End one object's track (or all of them): its next frame runs detection."""
         with self._lock:
