@@ -33,6 +33,7 @@ from sixd_pose_ros.pipeline.depth_proposals import DepthSegmentation, segment_de
 from sixd_pose_ros.pipeline.depth_ranking import Hypothesis, SurfaceModel, rank_by_depth
 from sixd_pose_ros.pipeline.detection import detection_box, images_to_tensor
 from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
+from sixd_pose_ros.pipeline.half_turns import aligned_half_turns
 from sixd_pose_ros.pipeline.object_info import ObjectInfo, object_info
 from sixd_pose_ros.pipeline.rotation_search import search_grid
 from sixd_pose_ros.pipeline.settings import EstimatorSettings
@@ -55,6 +56,7 @@ class LoadedObject:
     verifier: Any = None  # FeatureRefiner: render-and-compare of the depth's leaders, and the score
     feature_refiner: Any = None  # FeatureRefiner: render-and-match PnP without depth
     mesh: Any = None  # the CAD mesh, when the mode has one (the outputs' box and marker)
+    half_turns: bool = False  # try the leaders' half turns (a shape, and colour that tells faces apart)
 
 
 @dataclass
@@ -257,6 +259,13 @@ class PoseEstimator(Estimator):
             ranked = rank_by_depth(obj.surface, hypotheses, frame, stages.segmentation(), align_top=cfg.align_top,
                                    similarity_power=proposal.similarity_power, tolerance=cfg.tracking.depth_tolerance,
                                    per_place=proposal.per_place, occlusion_weight=proposal.occlusion_weight)
+            if obj.half_turns and obj.shape is not None and cfg.flip_leaders > 0:
+                flips = aligned_half_turns(obj.surface, obj.shape, ranked[:cfg.flip_leaders], frame,
+                                           cfg.tracking.depth_tolerance)
+                ranked = sorted(ranked + rank_by_depth(
+                    obj.surface, flips, frame, stages.segmentation(), align_top=0,
+                    similarity_power=proposal.similarity_power, tolerance=cfg.tracking.depth_tolerance,
+                    occlusion_weight=proposal.occlusion_weight), key=lambda r: -r.rank)
             best = ranked[0]
             if obj.verifier is not None and cfg.verify_top > 1 and len(ranked) > 1:
                 # The depth's ranks of the leaders are often within a few percent of each other

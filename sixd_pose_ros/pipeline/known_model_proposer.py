@@ -3,10 +3,9 @@
 With the defaults (templates of frozen pretrained features, ``feature_detection`` "always"):
 the templates correlated over the whole image give places (with depth, segments of the depth
 image join them); at each place the templates give rotations (without depth, PnP of their patch
-matches gives a pose first). ``templates=False`` or ``feature_detection="off"`` bring back the
-CPU-trained codebook and detector, for comparison. What happens to the hypotheses (depth
-ranking, render-and-compare, alignment, the render-contrast score) is pipeline/estimator.py's.
-"""
+matches gives a pose first). ``templates=False`` or ``feature_detection="off"``: the CPU-trained
+codebook and detector. The rest (depth ranking, half turns, render-and-compare, alignment, the
+render-contrast score) is pipeline/estimator.py's."""
 from __future__ import annotations
 
 import time
@@ -27,6 +26,7 @@ from sixd_pose_ros.pipeline.exclusion import ObjectShape
 from sixd_pose_ros.pipeline.feature_detection import ObjectKernels, encode_for_kernels
 from sixd_pose_ros.pipeline.feature_refinement import FeatureRefiner
 from sixd_pose_ros.pipeline.feature_specs import pretrained_feature_specs
+from sixd_pose_ros.pipeline.half_turns import tells_faces_apart
 from sixd_pose_ros.pipeline.place_rotations import codebook_rotations, template_rotations
 from sixd_pose_ros.pipeline.settings import KnownModelConfig
 from sixd_pose_ros.pipeline.template_matching import TemplateMatcher
@@ -89,7 +89,7 @@ class KnownModelProposer(Proposer):
                 FeatureRefiner(surface.render_mesh, norm, self.patch_backbone, self._crop_runner, size=size)
                 for size in (config.feature_refine_size, config.verify_size))
         return LoadedObject(db, surface, feats, parts, ObjectShape.from_mesh(db.mesh), verifier, feature_refiner,
-                            mesh=db.mesh)
+                            mesh=db.mesh, half_turns=tells_faces_apart(surface.render_mesh))
 
     def overlap_limit(self, config: KnownModelConfig) -> float:
         return config.exclusion_max_inside
