@@ -101,3 +101,23 @@ def build_small_database(weights, out, name="drill"):
                                # fresh machine, then cached per mesh): node tests wait seconds
                                templates=True)
     return db, obj
+
+
+def put_into_photo(mesh, center, photo):
+    """``mesh`` rendered into a real photo (colour and depth) at one fixed pose, its model-frame
+    ``center`` 0.75 m in front of the camera: ``(Frame, R, t)``. One pose for every mode's
+    absence test (the LM-O smoke photo's table), so their numbers compare."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from sixd_pose_ros.pipeline.types import Frame
+    from sixd_pose_ros.render.renderer import RenderMesh, render
+
+    R = Rotation.from_euler("xyz", [100, 20, 35], degrees=True).as_matrix()
+    t = np.array([0.08, 0.04, 0.75]) - R @ center
+    out = render([RenderMesh.from_trimesh(mesh)], R[None], t[None], photo.K, photo.rgb.shape[1],
+                 photo.rgb.shape[0])
+    inside = out.mask[0] == 1
+    rgb = np.where(inside[..., None], out.rgb[0], photo.rgb)
+    depth = np.where(inside, out.depth[0], photo.depth).astype(np.float32)
+    return Frame(rgb, photo.K, depth), R, t

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_small_database
-from scipy.spatial.transform import Rotation
+from conftest import build_small_database, put_into_photo
 
 from sixd_pose_ros.geometry.pose_errors import add_error
 from sixd_pose_ros.models.checkpoint import WEIGHTS_DIR
 from sixd_pose_ros.pipeline.types import Frame
-from sixd_pose_ros.render.renderer import RenderMesh, render
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_smoke" / "lmo_scene2_frame3"
 pytestmark = [pytest.mark.slow,
@@ -44,15 +42,8 @@ def test_an_object_that_is_not_in_the_photo_gets_no_pose(estimator_and_photo):
 
 def test_the_same_object_put_into_the_photo_is_found(estimator_and_photo):
     estimator, obj, photo = estimator_and_photo
-    norm = estimator.objects[0].db.references.normalization
-    R = Rotation.from_euler("xyz", [100, 20, 35], degrees=True).as_matrix()
-    t = np.array([0.08, 0.04, 0.75]) - R @ norm.center
-    out = render([RenderMesh.from_trimesh(obj.mesh)], R[None], t[None], photo.K, photo.rgb.shape[1],
-                 photo.rgb.shape[0])
-    inside = out.mask[0] == 1
-    rgb = np.where(inside[..., None], out.rgb[0], photo.rgb)
-    depth = np.where(inside, out.depth[0], photo.depth).astype(np.float32)
-    poses = estimator.estimate(Frame(rgb, photo.K, depth))
+    frame, R, t = put_into_photo(obj.mesh, estimator.objects[0].db.references.normalization.center, photo)
+    poses = estimator.estimate(frame)
     assert len(poses) == 1 and poses[0].score >= 0.3
     points = np.asarray(obj.mesh.sample(500, seed=0))
     assert add_error(poses[0].R, poses[0].t, R, t, points) < 0.1 * obj.diameter

@@ -65,7 +65,8 @@ def test_live_settings_reach_the_config_that_has_them(db):
     changed = {"min_score", "exclusion_max_inside", "slop"}
     assert with_live_settings(KnownModelConfig(), p, changed) == KnownModelConfig(min_detection_score=0.6,
                                                                                   exclusion_max_inside=0.0)
-    assert with_live_settings(ModelFreeConfig(), p, changed) == ModelFreeConfig(min_detection_score=0.6)
+    assert with_live_settings(ModelFreeConfig(), p, changed) == ModelFreeConfig(min_detection_score=0.6,
+                                                                                exclusion_max_inside=0.0)
     assert with_live_settings(ModelFreeConfig(), p, {"slop"}) == ModelFreeConfig()
 
 

@@ -29,8 +29,11 @@ Templates (``ModelFreeConfig.templates``, the default): places and rotations com
 the reference photos encoded by the frozen pretrained backbone, through the known-model template
 stage (pipeline/model_free_templates.py); the depth then chooses among them as above (with the
 template similarity weighing in, as in known-model mode), and without depth PnP on the patch
-matches gives the pose. The trained detector's score gate (``min_detection_score``) does not
-apply there: the reported score is the correlation of the templates at the chosen place.
+matches gives the pose. The reported score is then, for a database with a fused surface, the
+render contrast of that surface at the final pose (``ModelFreeConfig.contrast_gain``), which
+``min_detection_score`` gates, and of two objects put in one place only the better stays
+(``exclusion_max_inside``); a database without a surface reports the correlation of the
+templates at the chosen place, ungated.
 """
 from __future__ import annotations
 

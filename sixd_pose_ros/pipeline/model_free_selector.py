@@ -56,6 +56,11 @@ class SelectorProposer(ModelFreeProposer):
         self._features = backend.runner(detector_features_spec(self.detector, config.image_size,
                                                                tuple(config.detection_scales)))
 
+    def presence(self, db: ModelFreeDatabase, mesh, surface) -> tuple[None, None]:
+        """None: the trained detector's score says whether the object is there (gated by
+        ``min_detection_score`` in :meth:`propose`), as before the render contrast existed."""
+        return None, None
+
     def parts(self, est: PoseEstimator, db: ModelFreeDatabase) -> _Parts:
         config, backend, device = est.config, est.backend, est.backend.device
         sel = db.selector_references()

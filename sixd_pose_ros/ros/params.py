@@ -81,7 +81,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                           "without depth, the trained detector and the depth segments on frames with depth "
                           "(quicker); off: the trained detector only"),
     "exclusion_max_inside": (KnownModelConfig.exclusion_max_inside,
-                             "known_model: of two objects' poses that fill the same space (more than this fraction "
+                             "known_model, and model_free objects with a fused surface: of two objects' poses "
+                             "that fill the same space (more than this fraction "
                              "(0..1) of one's surface inside the other's box) only the better-scoring is published "
                              "(0 = off: for objects that really sit inside one another, a part in a bin)"),
     "tracking.enabled": (_TRACK.enabled,
