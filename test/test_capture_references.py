@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import default_interrupts
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built: run `make setup`")
@@ -581,7 +582,8 @@ def test_the_program_finishes_on_ctrl_c(player, recording, tmp_path):
         [sys.executable, "-m", "sixd_pose_ros.ros.capture_references", "--ros-args", "-r", "__ns:=/camera",
          "-r", "__node:=capture_proc", "--params-file", str(Path(__file__).parents[1] / "config/capture_references.yaml"),
          "-p", f"output:={out}", "-p", "world_frame:=world", "-p", "write_masks:=true"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+        preexec_fn=default_interrupts)
     try:
         wait(lambda: min(p.get_subscription_count() for p in [*player.pub.values(), player.tf]) > 0 or
              proc.poll() is not None, 60, "the capture process to subscribe")
@@ -604,9 +606,7 @@ def test_the_program_finishes_on_ctrl_c(player, recording, tmp_path):
         n_kept = int(recording.moved.sum())
         wait(lambda: kept(n_kept), 60, f"frame {n_kept} kept by the process")
         proc.send_signal(signal.SIGINT)
-        # Generous: alone it exits within seconds, but the full suite next to other work on 2
-        # cores twice took more than 60 s to write the folder and exit.
-        output, _ = proc.communicate(timeout=180)
+        output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

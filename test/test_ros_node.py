@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import torch_single_thread, wait_until
+from conftest import default_interrupts, torch_single_thread, wait_until
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 torch = pytest.importorskip("torch")
@@ -354,7 +354,8 @@ def test_the_executable_starts_with_the_yaml_and_stops_cleanly_on_sigint(h, worl
            "--params-file", str(ROOT / "config" / "sixd_pose_node.yaml"),
            "-p", f"objects:=[{world.db}]", "-p", f"weights_dir:={world.weights}", "-p", "num_threads:=1",
            "-p", "diagnostics_period:=0.5", "-r", "__ns:=/proc_test"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_interrupts)
     try:
         def up():
             names = {n for n, _ in h.probe.get_topic_names_and_types()}
