@@ -256,16 +256,16 @@ class PoseEstimator(Estimator):
         if by_depth and (len(hypotheses) > 1 or proposal.rank_alone):
             # Depth chooses among the raw hypotheses (cheap), so the refiner runs on one pose only.
             t3 = time.perf_counter()
-            ranked = rank_by_depth(obj.surface, hypotheses, frame, stages.segmentation(), align_top=cfg.align_top,
-                                   similarity_power=proposal.similarity_power, tolerance=cfg.tracking.depth_tolerance,
-                                   per_place=proposal.per_place, occlusion_weight=proposal.occlusion_weight)
+            def rank(candidates: list[Hypothesis], align_top: int) -> list:
+                return rank_by_depth(obj.surface, candidates, frame, stages.segmentation(), align_top=align_top,
+                                     similarity_power=proposal.similarity_power, per_place=proposal.per_place,
+                                     tolerance=cfg.tracking.depth_tolerance, occlusion_weight=proposal.occlusion_weight)
+
+            ranked = rank(hypotheses, cfg.align_top)
             if obj.half_turns and obj.shape is not None and cfg.flip_leaders > 0:
                 flips = aligned_half_turns(obj.surface, obj.shape, ranked[:cfg.flip_leaders], frame,
                                            cfg.tracking.depth_tolerance)
-                ranked = sorted(ranked + rank_by_depth(
-                    obj.surface, flips, frame, stages.segmentation(), align_top=0,
-                    similarity_power=proposal.similarity_power, tolerance=cfg.tracking.depth_tolerance,
-                    occlusion_weight=proposal.occlusion_weight), key=lambda r: -r.rank)
+                ranked = sorted(ranked + rank(flips, 0), key=lambda r: -r.rank)
             best = ranked[0]
             if obj.verifier is not None and cfg.verify_top > 1 and len(ranked) > 1:
                 # The depth's ranks of the leaders are often within a few percent of each other
