@@ -103,10 +103,10 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     ``DepthAlignment.visible_agreement``) x place_similarity**power x max(0.05, explained):
     *explained* is the fraction of the segment under the object that the posed model accounts
     for (without it a small object lying on a big one wins); floored, so that without a segment
-    (no table found, flat or tiny objects) agreement still orders them. When a table was found, also x max(0.01, support): the
-    fraction of the object's projection that falls on segments (see ``silhouette_support``),
-    floored lower than explained (a pose off every segment is all but ruled out, but an object too
-    flat to stand out keeps its order). The whole list, not only the winner, is what
+    (no table found, flat or tiny objects) agreement still orders them. When a table was found,
+    also x max(0.01, support): the fraction of the object's projection that falls on segments
+    (see ``silhouette_support``), floored lower than explained (a pose off every segment is all
+    but ruled out, but an object too flat to stand out keeps its order). The whole list, not only the winner, is what
     scripts/hypothesis_oracle.py inspects (is the right pose among them at all?).
     """
     if model.search is not None and 0 < align_top < len(hypotheses):
