@@ -89,19 +89,10 @@ def prepare(work: Path) -> tuple[list, Path]:
     return list(read_bop_scene(dataset / "test" / "000000")), db
 
 
-def default_interrupts() -> None:
-    """In the child before exec: SIGINT delivered and not ignored, whatever the parent had.
-    A blocked or ignored signal survives exec, and the node's stop is a SIGINT; inside the full
-    test suite started in the background by a shell (``cmd &``, which ignores SIGINT) the node never
-    stopped."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def start_node(db: Path, log: Path) -> subprocess.Popen:
     """sixd_pose_node in a process of its own (the console script's main), output to ``log``."""
-    from sixd_pose_ros.ros.launch_support import CONFIG_FILE, DDS_PROFILE_FILE, camera_remappings, dds_profile_env
+    from sixd_pose_ros.ros.launch_support import (CONFIG_FILE, DDS_PROFILE_FILE, camera_remappings, default_interrupts,
+                                                   dds_profile_env)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", **dds_profile_env(str(ROOT / "config" / DDS_PROFILE_FILE)))
     args = [sys.executable, "-m", "sixd_pose_ros.ros.node_main", "--ros-args", "-r", f"__ns:={NODE_NS}",

@@ -122,14 +122,3 @@ def put_into_photo(mesh, center, photo):
     depth = np.where(inside, out.depth[0], photo.depth).astype(np.float32)
     return Frame(rgb, photo.K, depth), R, t
 
-
-def default_interrupts() -> None:
-    """``preexec_fn`` for a child that is stopped by SIGINT: the signal delivered and not
-    ignored, whatever this test process has by then (a blocked or ignored signal survives exec).
-    A suite started in the background by a shell (``cmd &``) has SIGINT ignored, and so had every
-    child: capture_references and the node never stopped."""
-    import signal
-
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)

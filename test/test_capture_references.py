@@ -18,7 +18,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import default_interrupts
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built: run `make setup`")
@@ -46,6 +45,7 @@ from sixd_pose_ros.objects.capture import (
 )
 from sixd_pose_ros.ros.capture_references import CaptureReferencesNode
 from sixd_pose_ros.ros.image_conversion import array_to_image
+from sixd_pose_ros.ros.launch_support import default_interrupts
 from sixd_pose_ros.ros.tf_buffer import TransformBuffer, TransformUnavailable
 
 W, H = 320, 240

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import default_interrupts, torch_single_thread, wait_until
+from conftest import torch_single_thread, wait_until
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 not installed: run `make setup`")
 torch = pytest.importorskip("torch")
@@ -40,7 +40,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from sixd_pose_ros.ros.image_conversion import array_to_image, color_from_msg  # noqa: E402
-from sixd_pose_ros.ros.launch_support import camera_remappings, remap_arguments  # noqa: E402
+from sixd_pose_ros.ros.launch_support import camera_remappings, default_interrupts, remap_arguments  # noqa: E402
 from sixd_pose_ros.ros.node import HAS_LIFECYCLE, SUCCESS, SixdPoseNode  # noqa: E402
 from sixd_pose_ros.ros.sync import stamp_ns  # noqa: E402
 

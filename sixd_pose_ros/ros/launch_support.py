@@ -4,11 +4,13 @@ where launch is not installed).
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import yaml
 
 __all__ = ["parse_objects", "node_parameters", "as_bool", "camera_remappings", "remap_arguments", "dds_profile_env",
+           "default_interrupts",
            "PACKAGE", "EXECUTABLE", "CONFIG_FILE", "RVIZ_FILE", "DDS_PROFILE_FILE", "DDS_PROFILE_VARIABLES",
            "REALSENSE_NAMESPACE", "REALSENSE_TOPICS"]
 
@@ -273,3 +275,14 @@ def replay_launch_description():
         OpaqueFunction(function=_replay_actions),
         OpaqueFunction(function=_rviz, condition=IfCondition(LaunchConfiguration("rviz"))),
     ])
+
+
+def default_interrupts() -> None:
+    """``preexec_fn`` for a node (or other ROS program) started as a child process and stopped
+    with SIGINT: the signal delivered and not ignored in the child, whatever the parent has. A
+    blocked or ignored signal survives exec, and a program started in the background by a shell
+    (``cmd &``) has SIGINT ignored: inside a test suite or soak run started that way the node
+    never stopped."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
