@@ -208,3 +208,30 @@ def test_an_object_touching_another_still_explains_its_own_part_of_their_segment
     R, t = poses[0]
     assert segment_explained(seg, tree, R, t, K, diameter) > 0.7
     assert segment_explained(seg, tree, R, t, K, diameter, reach=10.0) < 0.6  # the whole segment
+
+
+def test_a_row_of_touching_objects_is_split_into_a_place_per_object():
+    # Four 6 cm cubes in a row, touching: one segment, 2.3 cube diameters across.
+    # Split into 2 and 3 parts only, some cube has no place within 2 cm of its visible centre;
+    # split into up to ceil(extent / diameter) + 1 parts, every cube has one.
+    cube = trimesh.creation.box((0.06, 0.06, 0.06))
+    poses = [_on_table(cube, (x, 0.0)) for x in (-0.09, -0.03, 0.03, 0.09)]
+    mesh = RenderMesh.from_trimesh(cube)
+    out = render([mesh] * 4, np.stack([p[0] for p in poses]), np.stack([p[1] for p in poses]), K, W, H)
+    table = _table_depth()
+    depth = np.where(out.depth[0] > 0, np.minimum(out.depth[0], table), table).astype(np.float32)
+    seg = segment_depth(depth, K)
+    assert len({np.bincount(seg.labels[out.mask[0] == i + 1]).argmax() for i in range(4)}) == 1  # merged
+    diameter = float(np.linalg.norm(cube.extents))
+    v, u = np.nonzero(out.depth[0] > 0)
+    z = out.depth[0][v, u]
+    visible = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], 1)
+    centres = [visible[out.mask[0][v, u] == i + 1].mean(0) for i in range(4)]
+
+    def nearest(max_parts: int) -> list[float]:
+        parts = [p.segment.centroid for p in segment_proposals(seg, diameter, diameter / 2, K, split_up_to=3.0,
+                                                              max_parts=max_parts)]
+        return [min(np.linalg.norm(c - p) for p in parts) for c in centres]
+
+    assert max(nearest(6)) < 0.02
+    assert max(nearest(3)) > 0.02

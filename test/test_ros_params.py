@@ -38,7 +38,7 @@ def test_defaults_with_one_object(db):
     assert p.mode == "known_model" and p.objects == (db,) and p.weights_dir == ""
     assert p.image_transport == "raw" and p.output_frame == "" and p.camera_frame == ""
     assert p.tf_prefix == "sixd_" and p.min_score == 0.3 and p.refine_iterations == 0 and p.use_depth
-    assert p.depth_proposals == 4 and p.rotation_search == 6
+    assert p.depth_proposals == 8 and p.rotation_search == 6
     assert p.slop == 0.05 and p.queue_size == 10 and p.max_rate_hz == 0.0
     assert p.tracking_enabled and p.tracking_min_health == 0.5 and p.tracking_max_lost_frames == 2
     assert p.feature_detection == "always" and p.exclusion_max_inside == 0.25
@@ -55,6 +55,19 @@ def test_the_nodes_defaults_reach_the_estimator_unchanged(db, mode):
 
     config = estimator_config(mode, **estimator_settings(validate_params({"objects": [db], "mode": mode})))
     assert config == replace(CONFIGS[mode](), tracking=TrackerConfig())
+
+
+def test_second_choices_are_a_known_model_parameter(db):
+    """place_retries reaches the known-model config; model-free mode, never measured with second
+    choices, has no such setting and ignores it."""
+    from sixd_pose_ros.pipeline.settings import ModelFreeConfig, estimator_config
+    from sixd_pose_ros.ros.estimator_loader import estimator_settings
+
+    for mode in ("known_model", "model_free"):
+        config = estimator_config(mode, **estimator_settings(validate_params({"objects": [db], "mode": mode,
+                                                                             "place_retries": 0})))
+        assert getattr(config, "place_retries", None) == (0 if mode == "known_model" else None)
+    assert not hasattr(ModelFreeConfig(), "place_retries")
 
 
 def test_live_settings_reach_the_config_that_has_them(db):
@@ -100,6 +113,7 @@ def test_lenient_where_the_meaning_is_clear(db):
     ({"tracking.max_lost_frames": 0}, "tracking.max_lost_frames: 0 must be >= 1"),
     ({"feature_detection": "sometimes"}, "feature_detection: 'sometimes' must be one of without_depth, always, off"),
     ({"exclusion_max_inside": 1.5}, "exclusion_max_inside: 1.5 is out of range [0.0, 1.0]"),
+    ({"place_retries": -1}, "place_retries: -1 must be >= 0; the default is 2"),
 ])
 def test_each_bad_value_names_its_fix(db, values, expected):
     assert expected in _problems(objects=[db], **values)

@@ -51,6 +51,13 @@ class DepthAlignment:
     # seen through, which no occluder explains.
     occluded: float = 0.0
 
+    @property
+    def seen_through(self) -> float:
+        """Fraction of the visible model surface with the observed depth behind it: space the
+        object would fill, seen through (1 when rejected or without enough measurements: nothing
+        confirms the pose)."""
+        return max(0.0, 1.0 - self.agreement - self.occluded)
+
     def visible_agreement(self, occlusion_weight: float) -> float:
         """The agreement with occluded points counted ``occlusion_weight`` (1: as disagreement,
         as ``agreement`` does; 0: not at all, so only seen-through space counts against).

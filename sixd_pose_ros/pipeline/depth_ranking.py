@@ -93,7 +93,7 @@ def searched_hypotheses(model: SurfaceModel, frame: Frame, detection, segment, t
 def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Frame,
                   segmentation: DepthSegmentation | None, *, align_top: int, similarity_power: float,
                   tolerance: tuple[float, float], per_place: int = 0,
-                  occlusion_weight: float = 1.0) -> list[Ranked]:
+                  occlusion_weight: float = 1.0, seen_through_penalty: float = 0.0) -> list[Ranked]:
     """Every hypothesis that reached alignment, best first (ties keep the input order).
 
     Beyond ``align_top`` hypotheses, a batched projective fit x place_similarity**power (x the
@@ -106,7 +106,10 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     (no table found, flat or tiny objects) agreement still orders them. When a table was found,
     also x max(0.01, support): the fraction of the object's projection that falls on segments
     (see ``silhouette_support``), floored lower than explained (a pose off every segment is all
-    but ruled out, but an object too flat to stand out keeps its order). The whole list, not only the winner, is what
+    but ruled out, but an object too flat to stand out keeps its order). ``seen_through_penalty``
+    > 0: also x max(0.05, 1 - seen through / it) (``DepthAlignment.seen_through``: a pose that
+    fills space the camera sees through is physically impossible, whatever it looks like; off in
+    the first choice, on in a second one, see pipeline/scene_interpretation.py). The whole list, not only the winner, is what
     scripts/hypothesis_oracle.py inspects (is the right pose among them at all?).
     """
     if model.search is not None and 0 < align_top < len(hypotheses):
@@ -121,6 +124,8 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     for hyp in hypotheses:
         aligned = model.align(frame, hyp.R, hyp.t, tolerance, quick=True)
         rank = aligned.visible_agreement(occlusion_weight) * max(hyp.place_similarity, 0.0) ** similarity_power
+        if seen_through_penalty > 0:
+            rank *= max(0.05, 1.0 - aligned.seen_through / seen_through_penalty)
         if segmentation is not None and aligned.agreement > 0:
             rank *= max(0.05, segment_explained(segmentation, model.tree, aligned.R, aligned.t, frame.K,
                                                 model.diameter))

@@ -6,12 +6,14 @@ step from the previous pose (pipeline/tracking.py) or detection; detection asks 
 them against the object's surface, a render-and-compare check separates the leaders, the
 volume refiner and depth alignment finish the winner, and the score says whether the object is
 there at all; last, of two objects put in one place only the better stays
-(pipeline/exclusion.py). Only where hypotheses come from differs between the modes (templates
-or the codebook of a CAD mesh; templates or the viewpoint selector of reference photos), so a
-mode is a :class:`Proposer` (pipeline/known_model_proposer.py, pipeline/model_free_proposer.py,
-and for the CPU-trained model-free networks pipeline/model_free_selector.py) and a third mode
-is one more proposer class, with a thin estimator subclass that loads its databases and
-networks (pipeline/known_model.py, pipeline/model_free.py).
+(pipeline/exclusion.py), and with depth the other chooses again
+(pipeline/scene_interpretation.py). Only where hypotheses come from differs between the modes
+(templates or the codebook of a CAD mesh; templates or the viewpoint selector of reference
+photos), so a mode is a :class:`Proposer` (pipeline/known_model_proposer.py,
+pipeline/model_free_proposer.py, and for the CPU-trained model-free networks
+pipeline/model_free_selector.py) and a third mode is one more proposer class, with a thin
+estimator subclass that loads its databases and networks (pipeline/known_model.py,
+pipeline/model_free.py).
 
 The work every object of a frame shares (the detector's feature pyramid, the image's
 pretrained features, the depth segmentation) is done once, on first need (:class:`FrameStages`).
@@ -36,6 +38,7 @@ from sixd_pose_ros.pipeline.exclusion import ObjectShape, exclude_overlaps
 from sixd_pose_ros.pipeline.half_turns import aligned_half_turns
 from sixd_pose_ros.pipeline.object_info import ObjectInfo, object_info
 from sixd_pose_ros.pipeline.rotation_search import search_grid
+from sixd_pose_ros.pipeline.scene_interpretation import depth_explained_away, interpret_scene
 from sixd_pose_ros.pipeline.settings import EstimatorSettings
 from sixd_pose_ros.pipeline.tracking import ObjectTrack, Tracker, TrackerConfig
 from sixd_pose_ros.pipeline.types import Estimator, Frame, ObjectPose, projected_box
@@ -73,6 +76,7 @@ class Proposal:
     # min_detection_score (the proposer's places did not decide that the object is there).
     gate_on_contrast: bool = False
     occlusion_weight: float = 1.0  # see rank_by_depth
+    seen_through_penalty: float = 0.0  # see rank_by_depth
 
 
 class Proposer(Protocol):
@@ -114,6 +118,10 @@ class FrameStages:
     def __init__(self, estimator: "PoseEstimator", frame: Frame, timings: dict) -> None:
         self._estimator, self._frame, self._timings = estimator, frame, timings
         self._done: dict[str, Any] = {}
+        # With depth and second choices on (PoseEstimator._interprets): the score gate waits for
+        # the scene interpretation, which needs each object's proposal to choose again from.
+        self.interprets = estimator._interprets(frame)
+        self.proposals: dict[str, tuple[LoadedObject, Proposal]] = {}
 
     def once(self, name: str, compute: Callable[[], Any], timing: str = "backbone") -> Any:
         """``compute()``'s result, computed at the first call of this frame (timed as ``timing``)."""
@@ -193,6 +201,27 @@ class PoseEstimator(Estimator):
             if pose is not None:
                 results.append(pose)
         shapes = {o.db.name: o.shape for o in self.objects if o.shape is not None}
+        if stages.interprets:
+            cfg = self.config
+
+            def gated(pose: ObjectPose) -> bool:
+                gates = pose.name in stages.proposals and stages.proposals[pose.name][1].gate_on_contrast
+                return gates and pose.score < cfg.min_detection_score
+
+            kept = interpret_scene(results, shapes, self.proposer.overlap_limit(cfg),
+                                   seen_through_limit=cfg.seen_through_limit, tries=cfg.place_retries, gated=gated,
+                                   choose_again=lambda pose, placed: self._choose_again(frame, stages, pose, placed,
+                                                                                        timings),
+                                   own_support=lambda pose, others: self._own_support(frame, pose, others),
+                                   min_own_support=cfg.min_own_support)
+            # The tracks follow the outcome: a detection kept (a second choice, maybe) starts
+            # one, and one that ended without a pose must not go on as a track.
+            for pose in kept:
+                if not pose.tracked:
+                    tracker.update(pose.name, pose, pose.health, frame.stamp_ns, epoch=epoch)
+            for name in {p.name for p in results if not p.tracked} - {p.name for p in kept}:
+                tracker.withdraw(name, epoch=epoch)
+            return kept
         if not shapes:
             return results
         kept = exclude_overlaps(results, shapes, self.proposer.overlap_limit(self.config))
@@ -201,6 +230,51 @@ class PoseEstimator(Estimator):
             if id(pose) not in survivors and not pose.tracked:
                 tracker.withdraw(pose.name, epoch=epoch)
         return kept
+
+    def _interprets(self, frame: Frame) -> bool:
+        """Whether this frame's poses go through the scene interpretation (depth, the exclusion
+        and second choices on) rather than the exclusion alone."""
+        cfg = self.config
+        # A known-model setting (KnownModelConfig.place_retries): model-free mode has not been
+        # measured with second choices, so its config has none and keeps the exclusion alone.
+        return (cfg.use_depth and frame.depth is not None and getattr(cfg, "place_retries", 0) > 0
+                and self.proposer.overlap_limit(cfg) > 0)
+
+    def _own_support(self, frame: Frame, pose: ObjectPose, others: list[ObjectPose]) -> float:
+        """The depth agreement of ``pose`` once the ``others``' points are taken from the depth
+        (0 when too little of its surface is left measured): what it explains on its own."""
+        surface = next((o.surface for o in self.objects if o.db.name == pose.name), None)
+        if surface is None:
+            return 1.0
+        return float(surface.align(self._without(frame, others), pose.R, pose.t,
+                                   self.config.tracking.depth_tolerance, quick=True).agreement)
+
+    def _without(self, frame: Frame, kept: list[ObjectPose]) -> Frame:
+        """``frame`` with the depth the ``kept`` poses explain taken away (depth_explained_away)."""
+        surfaces = {o.db.name: o.surface for o in self.objects if o.surface is not None}
+        posed = [(surfaces[k.name].render_mesh, k.R, k.t) for k in kept if k.name in surfaces and k.metric]
+        return dataclasses.replace(frame, depth=depth_explained_away(frame.depth, frame.K, posed,
+                                                                     self.config.tracking.depth_tolerance))
+
+    def _choose_again(self, frame: Frame, stages: FrameStages, pose: ObjectPose, kept: list[ObjectPose],
+                      timings: dict) -> ObjectPose | None:
+        """The object's next choice among its hypotheses, against the depth without what the
+        ``kept`` poses explain, with similarity weighed less and seen-through space penalized
+        (see pipeline/scene_interpretation.py); None when it has no proposal to choose from."""
+        if pose.name not in stages.proposals:
+            return None
+        cfg = self.config
+        obj, proposal = stages.proposals[pose.name]
+        again = self._choose(self._without(frame, kept), stages, obj, dataclasses.replace(
+            proposal, similarity_power=cfg.retry_similarity_power,
+            seen_through_penalty=cfg.retry_seen_through_penalty), timings)
+        if again is None:
+            return None
+        # Its health and seen-through against the whole depth, which the next steps compare
+        # (the score stays the one at the pose before this alignment, which moves it little).
+        aligned = obj.surface.align(frame, again.R, again.t, cfg.tracking.depth_tolerance)
+        return dataclasses.replace(again, R=aligned.R, t=aligned.t, health=float(aligned.agreement),
+                                   seen_through=aligned.seen_through)
 
     def _track_one(self, frame: Frame, obj: LoadedObject, track: ObjectTrack, timings: dict) -> ObjectPose:
         """One tracking step from the track's pose: refiner (if on), then depth alignment."""
@@ -241,6 +315,8 @@ class PoseEstimator(Estimator):
         proposal = self.proposer.propose(self, frame, stages, obj, timings)
         if proposal is None or isinstance(proposal, ObjectPose):
             return proposal
+        if stages.interprets:
+            stages.proposals[obj.db.name] = (obj, proposal)
         return self._choose(frame, stages, obj, proposal, timings)
 
     def _choose(self, frame: Frame, stages: FrameStages, obj: LoadedObject, proposal: Proposal,
@@ -259,7 +335,8 @@ class PoseEstimator(Estimator):
             def rank(candidates: list[Hypothesis], align_top: int) -> list:
                 return rank_by_depth(obj.surface, candidates, frame, stages.segmentation(), align_top=align_top,
                                      similarity_power=proposal.similarity_power, per_place=proposal.per_place,
-                                     tolerance=cfg.tracking.depth_tolerance, occlusion_weight=proposal.occlusion_weight)
+                                     tolerance=cfg.tracking.depth_tolerance, occlusion_weight=proposal.occlusion_weight,
+                                     seen_through_penalty=proposal.seen_through_penalty)
 
             ranked = rank(hypotheses, cfg.align_top)
             if obj.half_turns and obj.shape is not None and cfg.flip_leaders > 0:
@@ -288,11 +365,11 @@ class PoseEstimator(Estimator):
                 refined = obj.feature_refiner.refine(frame.rgb, K, R, t, cfg.feature_refine_iterations)
                 R, t = refined.R, refined.t
                 timings[f"{name}/feature_refine"] = 1000 * (time.perf_counter() - t2)
-        det, health, metric = chosen.detection, None, True
+        det, health, metric, seen_through = chosen.detection, None, True, None
         if by_depth:
             t3 = time.perf_counter()
             aligned = obj.surface.align(frame, R, t, cfg.tracking.depth_tolerance)
-            R, t, health = aligned.R, aligned.t, float(aligned.agreement)
+            R, t, health, seen_through = aligned.R, aligned.t, float(aligned.agreement), aligned.seen_through
             timings[f"{name}/depth"] = timings.get(f"{name}/depth", 0.0) + 1000 * (time.perf_counter() - t3)
         else:
             R, t, metric = self.proposer.settle(self, frame, obj, det, R, t)
@@ -305,10 +382,10 @@ class PoseEstimator(Estimator):
             contrast = obj.verifier.contrast(frame.rgb, K, R, t)
             score = float(1.0 - np.exp(-cfg.contrast_gain * max(0.0, contrast)))
             timings[f"{name}/verify"] = timings.get(f"{name}/verify", 0.0) + 1000 * (time.perf_counter() - t4)
-            if proposal.gate_on_contrast and score < cfg.min_detection_score:
-                return None
+            if proposal.gate_on_contrast and score < cfg.min_detection_score and not stages.interprets:
+                return None  # with the interpretation the gate comes after it (a second choice may pass)
         return ObjectPose(name, R, t, score, detection_box(det), metric=metric, stage_ms=dict(timings),
-                          health=health)
+                          health=health, seen_through=seen_through)
 
 
 def estimator_class(mode: str) -> type[PoseEstimator]:

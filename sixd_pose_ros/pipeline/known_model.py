@@ -11,7 +11,9 @@ by render-and-compare and the winner is aligned to the depth; without depth rend
 refines it. The reported score is the render contrast at the final pose, which
 ``min_detection_score`` gates (an object that does not stand out where it was put is reported
 absent), and of two objects that would share one place only the better stays
-(pipeline/exclusion.py). ``templates=False`` or ``feature_detection="off"`` bring back the
+(pipeline/exclusion.py); with depth the other chooses again against the depth the kept poses
+leave unexplained, and a pose the camera sees through waits for the others
+(pipeline/scene_interpretation.py). ``templates=False`` or ``feature_detection="off"`` bring back the
 CPU-trained codebook and detector, for comparison.
 
 Everything per object that does not depend on the frame (templates and their correlation

@@ -196,4 +196,5 @@ class KnownModelProposer(Proposer):
                         K: np.ndarray) -> list:
         return segment_proposals(segmentation, obj.surface.diameter, obj.db.references.normalization.scale, K,
                                  size_range=(0.15, cfg.max_segment_extent),
-                                 split_up_to=cfg.split_segments_up_to if obj.parts.matcher is not None else 0.0)
+                                 split_up_to=cfg.split_segments_up_to if obj.parts.matcher is not None else 0.0,
+                                 max_parts=cfg.split_max_parts)

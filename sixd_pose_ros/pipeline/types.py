@@ -126,6 +126,9 @@ class ObjectPose:
     tracked: bool = False
     # How well the model explains the observed depth at this pose (0..1), None without depth.
     health: float | None = None
+    # Fraction of the visible model surface whose observed depth lies behind it at this pose
+    # (DepthAlignment.seen_through); None without depth.
+    seen_through: float | None = None
 
 
 class Estimator(Protocol):

@@ -23,7 +23,8 @@ __all__ = ["ObjectInfo", "EstimatorLoadError", "SETTINGS_OF_PARAMS", "estimator_
 SETTINGS_OF_PARAMS = {"min_score": "min_detection_score", "refine_iterations": "refine_iterations",
                       "use_depth": "use_depth", "depth_proposals": "depth_proposals",
                       "rotation_search": "rotation_search", "feature_detection": "feature_detection",
-                      "exclusion_max_inside": "exclusion_max_inside", "precision": "precision"}
+                      "exclusion_max_inside": "exclusion_max_inside", "place_retries": "place_retries",
+                      "precision": "precision"}
 
 
 class EstimatorLoadError(SixdPoseError):

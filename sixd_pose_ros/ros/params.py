@@ -85,6 +85,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                              "that fill the same space (more than this fraction "
                              "(0..1) of one's surface inside the other's box) only the better-scoring is published "
                              "(0 = off: for objects that really sit inside one another, a part in a bin)"),
+    "place_retries": (KnownModelConfig.place_retries,
+                      "known_model, with depth and exclusion_max_inside > 0: times an object whose pose collides "
+                      "with a better one, or that the camera sees through, chooses again against the depth the "
+                      "kept poses leave unexplained (0 = the exclusion alone: about 1.3x quicker detection frames "
+                      "with many objects, fewer objects right in clutter)"),
     "tracking.enabled": (_TRACK.enabled,
                          "after a confident pose, later frames start from the previous pose and run refinement only "
                          "(needs depth; without it every frame runs detection)"),
@@ -128,6 +133,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "depth_proposals": (0, 64),
     "rotation_search": (0, 504),
     "exclusion_max_inside": (0.0, 1.0),
+    "place_retries": (0, 10),
     "tracking.min_health": (0.0, 1.0),
     "tracking.max_lost_frames": (1, 1000),
     "depth.min_valid_fraction": (0.0, 1.0),
@@ -204,6 +210,7 @@ class NodeParams:
     rotation_search: int
     feature_detection: str
     exclusion_max_inside: float
+    place_retries: int
     depth_min_valid_fraction: float
     depth_min_valid_in_box: float
     rgb_only_score_scale: float
@@ -372,6 +379,7 @@ def validate_params(values: Mapping[str, Any], check_paths: bool = True) -> Node
         rotation_search=_as_int("rotation_search", v["rotation_search"], problems),
         feature_detection=feature_detection,
         exclusion_max_inside=_as_float("exclusion_max_inside", v["exclusion_max_inside"], problems),
+        place_retries=_as_int("place_retries", v["place_retries"], problems),
         depth_min_valid_fraction=_as_float("depth.min_valid_fraction", v["depth.min_valid_fraction"], problems),
         depth_min_valid_in_box=_as_float("depth.min_valid_in_box", v["depth.min_valid_in_box"], problems),
         rgb_only_score_scale=_as_float("depth.rgb_only_score_scale", v["depth.rgb_only_score_scale"], problems),
