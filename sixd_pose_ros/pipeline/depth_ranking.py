@@ -109,8 +109,9 @@ def rank_by_depth(model: SurfaceModel, hypotheses: list[Hypothesis], frame: Fram
     but ruled out, but an object too flat to stand out keeps its order). ``seen_through_penalty``
     > 0: also x max(0.05, 1 - seen through / it) (``DepthAlignment.seen_through``: a pose that
     fills space the camera sees through is physically impossible, whatever it looks like; off in
-    the first choice, on in a second one, see pipeline/scene_interpretation.py). The whole list, not only the winner, is what
-    scripts/hypothesis_oracle.py inspects (is the right pose among them at all?).
+    the first choice, on in a second one, see pipeline/scene_interpretation.py). The whole list,
+    not only the winner, is what scripts/hypothesis_oracle.py inspects (is the right pose among
+    them at all?).
     """
     if model.search is not None and 0 < align_top < len(hypotheses):
         fit = model.search.fit(np.stack([h.R for h in hypotheses]), np.stack([h.t for h in hypotheses]),

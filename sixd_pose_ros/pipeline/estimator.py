@@ -205,8 +205,7 @@ class PoseEstimator(Estimator):
             cfg = self.config
 
             def gated(pose: ObjectPose) -> bool:
-                gates = pose.name in stages.proposals and stages.proposals[pose.name][1].gate_on_contrast
-                return gates and pose.score < cfg.min_detection_score
+                return pose.name in stages.proposals and self._below_gate(stages.proposals[pose.name][1], pose.score)
 
             kept = interpret_scene(results, shapes, self.proposer.overlap_limit(cfg),
                                    seen_through_limit=cfg.seen_through_limit, tries=cfg.place_retries, gated=gated,
@@ -230,6 +229,11 @@ class PoseEstimator(Estimator):
             if id(pose) not in survivors and not pose.tracked:
                 tracker.withdraw(pose.name, epoch=epoch)
         return kept
+
+    def _below_gate(self, proposal: Proposal, score: float) -> bool:
+        """Whether a pose of this proposal with this score is reported absent (min_detection_score
+        gates the render contrast when the proposer's places did not decide presence)."""
+        return proposal.gate_on_contrast and score < self.config.min_detection_score
 
     def _interprets(self, frame: Frame) -> bool:
         """Whether this frame's poses go through the scene interpretation (depth, the exclusion
@@ -382,7 +386,7 @@ class PoseEstimator(Estimator):
             contrast = obj.verifier.contrast(frame.rgb, K, R, t)
             score = float(1.0 - np.exp(-cfg.contrast_gain * max(0.0, contrast)))
             timings[f"{name}/verify"] = timings.get(f"{name}/verify", 0.0) + 1000 * (time.perf_counter() - t4)
-            if proposal.gate_on_contrast and score < cfg.min_detection_score and not stages.interprets:
+            if self._below_gate(proposal, score) and not stages.interprets:
                 return None  # with the interpretation the gate comes after it (a second choice may pass)
         return ObjectPose(name, R, t, score, detection_box(det), metric=metric, stage_ms=dict(timings),
                           health=health, seen_through=seen_through)

@@ -79,11 +79,21 @@ def exclude_overlaps(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectSha
     keep = [True] * len(poses)
     for i in sorted(range(len(poses)), key=lambda j: -float(poses[j].score)):
         pose = poses[i]
-        shape = shapes.get(pose.name)
-        if shape is None or not pose.metric:
+        if pose.name not in shapes or not pose.metric:
             continue
-        if any(collide(shape, pose.R, pose.t, shapes[other.name], other.R, other.t, max_inside) for other in kept):
+        if collides_with_any(pose, kept, shapes, max_inside):
             keep[i] = False
         else:
             kept.append(pose)
     return [pose for pose, k in zip(poses, keep) if k]
+
+
+def collides_with_any(pose: ObjectPose, others: Sequence[ObjectPose], shapes: Mapping[str, ObjectShape],
+                      max_inside: float) -> bool:
+    """Whether ``pose`` shares its place (:func:`collide`) with one of ``others`` of another
+    object; False for a pose without a shape or metric scale (nothing to compare), and others
+    without a shape are skipped."""
+    shape = shapes.get(pose.name)
+    return shape is not None and pose.metric and any(
+        collide(shape, pose.R, pose.t, shapes[other.name], other.R, other.t, max_inside)
+        for other in others if other.name in shapes and other.name != pose.name)

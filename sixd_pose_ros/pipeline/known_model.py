@@ -13,8 +13,8 @@ refines it. The reported score is the render contrast at the final pose, which
 absent), and of two objects that would share one place only the better stays
 (pipeline/exclusion.py); with depth the other chooses again against the depth the kept poses
 leave unexplained, and a pose the camera sees through waits for the others
-(pipeline/scene_interpretation.py). ``templates=False`` or ``feature_detection="off"`` bring back the
-CPU-trained codebook and detector, for comparison.
+(pipeline/scene_interpretation.py). ``templates=False`` or ``feature_detection="off"`` bring
+back the CPU-trained codebook and detector, for comparison.
 
 Everything per object that does not depend on the frame (templates and their correlation
 kernels, the codebook on the device, the surface for depth ranking) is prepared when the object

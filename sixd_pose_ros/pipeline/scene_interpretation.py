@@ -14,15 +14,15 @@ wood block on the pudding box's place, seen through over 0.32 of its surface (ri
   past) chooses again before it may take its place; it comes back last if its place is still
   free and it scores better than the second choice;
 * a pose that collides with a kept one chooses again instead of vanishing;
-* last, a kept pose whose depth support the other kept poses already explain goes (a fit to
-  another object's surface that does not fill its volume: on every 4th validation frame, 3 of
-  the 5 absent objects that passed the score gate agreed with what the other poses leave
-  unexplained below 0.3, right poses at 0.76 or more);
 * a second choice sees the depth without the points the kept poses already explain
   (:func:`depth_explained_away`): the meat can's place is gone for the pudding box, whose own
   place then wins on depth. The caller also weighs similarity less and penalizes seen-through
   space in that choice (KnownModelConfig.retry_similarity_power and
-  retry_seen_through_penalty).
+  retry_seen_through_penalty);
+* last, a kept pose whose depth support the other kept poses already explain goes (a fit to
+  another object's surface that does not fill its volume: on every 4th validation frame, 3 of
+  the 5 absent objects that passed the score gate agreed with what the other poses leave
+  unexplained below 0.3, right poses at 0.76 or more).
 
 This is a greedy interpretation, not a joint search over all combinations: each object chooses
 again at most ``tries`` times, and the best-scoring pose keeps its place.
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from sixd_pose_ros.pipeline.exclusion import ObjectShape, collide
+from sixd_pose_ros.pipeline.exclusion import ObjectShape, collides_with_any
 from sixd_pose_ros.pipeline.types import ObjectPose
 from sixd_pose_ros.render.renderer import RenderMesh, render
 
@@ -51,7 +51,7 @@ def interpret_scene(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectShap
     Args:
         poses: each object's first choice (at most one per object), not gated yet.
         shapes: the objects' shapes (objects without one are never in conflict).
-        max_inside: the collision threshold (see ``collide``).
+        max_inside: the collision threshold (see ``collides_with_any``).
         seen_through_limit: above it a pose chooses again before it may take its place. The
             first choice waits until every other pose is placed, and comes back if its place is
             still free and it scores better than what the object chose instead (thin and round
@@ -72,15 +72,9 @@ def interpret_scene(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectShap
     waiting: list[ObjectPose] = []  # first choices seen through: placed last, if still free
     kept: list[ObjectPose] = []
 
-    def collides(pose: ObjectPose) -> bool:
-        shape = shapes.get(pose.name)
-        return shape is not None and pose.metric and any(
-            collide(shape, pose.R, pose.t, shapes[k.name], k.R, k.t, max_inside)
-            for k in kept if k.name in shapes and k.name != pose.name)
-
     while pending:
         pose = pending.pop(0)
-        hit = collides(pose)
+        hit = collides_with_any(pose, kept, shapes, max_inside)
         if gated(pose) and not pose.tracked:
             if hit and tried.get(pose.name, 0) < tries:
                 tried[pose.name] = tried.get(pose.name, 0) + 1
@@ -99,7 +93,7 @@ def interpret_scene(poses: Sequence[ObjectPose], shapes: Mapping[str, ObjectShap
         pending = _with(pending, choose_again(pose, list(kept)))
     for first in waiting:
         instead = next((k for k in kept if k.name == first.name), None)
-        if not collides(first) and (instead is None or first.score > instead.score):
+        if not collides_with_any(first, kept, shapes, max_inside) and (instead is None or first.score > instead.score):
             kept = [k for k in kept if k is not instead] + [first]
     while own_support is not None and min_own_support > 0 and len(kept) > 1:
         checked = [p for p in kept if p.metric and not p.tracked]
